@@ -1,0 +1,58 @@
+# Everything goes through the project's virtual env; `make setup` creates it.
+PY      := .venv/bin/python
+RECSYS  := .venv/bin/recsys
+STAMP   := .venv/.installed
+PROTOS  := protos/recsys_pb2.py
+
+.PHONY: setup protos data train features serve stop demo test lint bench loadtest clean
+
+setup: $(STAMP) $(PROTOS)
+
+$(STAMP): requirements.txt constraints.txt pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $(STAMP)
+
+# Stubs are generated from protos/recsys.proto, never edited.
+$(PROTOS): protos/recsys.proto $(STAMP)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/recsys.proto
+
+protos: $(PROTOS)
+
+data: setup
+	$(RECSYS) data fetch
+	$(RECSYS) data load
+
+train: setup
+	$(RECSYS) train
+
+features: setup
+	$(RECSYS) features materialize
+
+serve: setup
+	$(RECSYS) serve all
+
+stop:
+	$(RECSYS) stop
+
+# One command on a fresh machine: embedded PostgreSQL + Redis unless DATABASE_URL / REDIS_URL are set.
+demo: setup
+	$(RECSYS) demo
+
+test: setup
+	$(PY) -m pytest -q
+
+lint: setup
+	.venv/bin/ruff check .
+
+bench: setup
+	$(PY) -m loadtest.bench
+
+loadtest: setup
+	$(PY) -m loadtest.run
+
+clean:
+	-$(RECSYS) stop
+	rm -rf .venv var artifacts protos/*_pb2*.py protos/*_pb2*.pyi

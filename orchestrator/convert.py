@@ -1,0 +1,86 @@
+"""Conversions between protos and storage records."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
+from orchestrator.validation import check_finite, check_id
+from protos import recsys_pb2 as pb
+from recsys.errors import InvalidArgument
+from storage.records import ItemRecord, UserRecord
+
+_STATUS_TO_DB = {pb.ITEM_STATUS_UNSPECIFIED: "active", pb.ACTIVE: "active",
+                 pb.OUT_OF_STOCK: "out_of_stock", pb.RETIRED: "retired"}
+_STATUS_TO_PB = {"active": pb.ACTIVE, "out_of_stock": pb.OUT_OF_STOCK, "retired": pb.RETIRED}
+INTERACTION_TYPES = {pb.VIEW: "view", pb.CLICK: "click", pb.ADD_TO_CART: "add_to_cart",
+                     pb.PURCHASE: "purchase", pb.RATING: "rating", pb.LIKE: "like"}
+
+
+def to_struct(d: dict[str, Any]) -> struct_pb2.Struct:
+    s = struct_pb2.Struct()
+    s.update(d or {})
+    return s
+
+
+def from_struct(s: struct_pb2.Struct) -> dict[str, Any]:
+    return json_format.MessageToDict(s)
+
+
+def to_timestamp(dt: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if dt is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(dt.astimezone(UTC))
+    return ts
+
+
+def from_timestamp(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
+    return ts.ToDatetime(tzinfo=UTC) if present else None
+
+
+def item_to_pb(it: ItemRecord) -> pb.Item:
+    msg = pb.Item(
+        item_id=it.item_id, title=it.title, description=it.description, categories=it.categories,
+        brand=it.brand, attributes=to_struct(it.attributes), status=_STATUS_TO_PB[it.status],
+    )
+    if it.price is not None:
+        msg.price = it.price
+    if it.created_at is not None:
+        msg.created_at.CopyFrom(to_timestamp(it.created_at))
+    return msg
+
+
+def item_from_pb(msg: pb.Item, field: str) -> ItemRecord:
+    check_id(f"{field}.item_id", msg.item_id)
+    if msg.status not in _STATUS_TO_DB:
+        raise InvalidArgument(f"{field}.status", f"unknown status {msg.status}")
+    price = None
+    if msg.HasField("price"):
+        price = check_finite(f"{field}.price", msg.price)
+        if price < 0:
+            raise InvalidArgument(f"{field}.price", f"must not be negative, got {price}")
+    for j, c in enumerate(msg.categories):
+        if not c or len(c) > 128:
+            raise InvalidArgument(f"{field}.categories[{j}]", "must be 1 to 128 characters")
+    return ItemRecord(
+        item_id=msg.item_id, title=msg.title, description=msg.description, categories=list(msg.categories),
+        brand=msg.brand, price=price, attributes=from_struct(msg.attributes), status=_STATUS_TO_DB[msg.status],
+    )
+
+
+def user_to_pb(u: UserRecord) -> pb.User:
+    msg = pb.User(user_id=u.user_id, demographics=to_struct(u.demographics), preferences=to_struct(u.preferences))
+    if u.created_at is not None:
+        msg.created_at.CopyFrom(to_timestamp(u.created_at))
+    if u.last_active_at is not None:
+        msg.last_active_at.CopyFrom(to_timestamp(u.last_active_at))
+    return msg
+
+
+def user_from_pb(msg: pb.User) -> UserRecord:
+    check_id("user.user_id", msg.user_id)
+    return UserRecord(user_id=msg.user_id, demographics=from_struct(msg.demographics),
+                      preferences=from_struct(msg.preferences))

@@ -1,0 +1,50 @@
+"""Candidate filters: each is a named predicate (True = keep); removals are counted per filter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+from orchestrator.catalog import Catalog
+from protos import recsys_pb2 as pb
+
+T = TypeVar("T")
+Rule = tuple[str, Callable[[str], bool]]
+
+
+def request_rules(filters: pb.Filters, seen: set[str], catalog: Catalog) -> list[Rule]:
+    """Rules for one request: the catalogue's status, the user's history, and the request's filters."""
+    rules: list[Rule] = [("inactive", catalog.is_active)]
+    if seen and not filters.include_seen:
+        rules.append(("seen", lambda i: i not in seen))
+    if filters.exclude_item_ids:
+        excluded = set(filters.exclude_item_ids)
+        rules.append(("exclude_item_ids", lambda i: i not in excluded))
+    if filters.include_categories:
+        wanted = set(filters.include_categories)
+        rules.append(("include_categories", lambda i: not wanted.isdisjoint(catalog.items[i].categories)))
+    if filters.exclude_categories:
+        unwanted = set(filters.exclude_categories)
+        rules.append(("exclude_categories", lambda i: unwanted.isdisjoint(catalog.items[i].categories)))
+    if filters.HasField("min_price"):
+        lo = filters.min_price
+        rules.append(("min_price", lambda i: (catalog.items[i].price or 0.0) >= lo))
+    if filters.HasField("max_price"):
+        hi = filters.max_price
+        rules.append(("max_price", lambda i: catalog.items[i].price is None or catalog.items[i].price <= hi))
+    return rules
+
+
+def apply_rules(items: Sequence[T], key: Callable[[T], str], rules: list[Rule]) -> tuple[list[T], dict[str, int]]:
+    """Keep items that pass every rule (in order: "inactive" first, so later rules see known items)."""
+    kept: list[T] = []
+    removed: dict[str, int] = {}
+    for it in items:
+        item_id = key(it)
+        for name, keep in rules:
+            if not keep(item_id):
+                removed[name] = removed.get(name, 0) + 1
+                break
+        else:
+            kept.append(it)
+    return kept, removed

@@ -1,0 +1,91 @@
+"""LogInteractions: validate each interaction, store the valid ones durably, then
+invalidate the affected users' cached recommendations.
+
+Per-interaction status: a batch with some bad entries still stores every valid one;
+each entry's result says accepted, or why not (naming the field). The call fails as
+a whole only for a malformed batch (empty or over the size limit).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from orchestrator.convert import INTERACTION_TYPES, from_timestamp
+from orchestrator.validation import check_batch, check_finite, check_id
+from protos import recsys_pb2 as pb
+from recsys.errors import InvalidArgument
+from storage import cache
+from storage.interactions import insert_interactions
+from storage.items import existing_item_ids
+from storage.records import InteractionRecord
+from storage.users import ensure_users
+
+log = logging.getLogger(__name__)
+
+MAX_RATING = 10.0
+FUTURE_TOLERANCE = timedelta(minutes=5)  # clock skew between callers and us
+
+
+def interaction_from_pb(msg: pb.Interaction, field: str, now: datetime) -> InteractionRecord:
+    check_id(f"{field}.user_id", msg.user_id)
+    check_id(f"{field}.item_id", msg.item_id)
+    kind = INTERACTION_TYPES.get(msg.type)
+    if kind is None:
+        known = ", ".join(pb.InteractionType.Name(t) for t in INTERACTION_TYPES)
+        raise InvalidArgument(f"{field}.type", f"unknown interaction type {msg.type}; use one of {known}")
+    value = check_finite(f"{field}.value", msg.value)
+    if kind == "rating" and not 0 <= value <= MAX_RATING:
+        raise InvalidArgument(f"{field}.value", f"a rating must be between 0 and {MAX_RATING:g}, got {value:g}")
+    if kind != "rating" and value == 0:
+        value = 1.0  # unset weight/quantity
+    if msg.request_id:
+        check_id(f"{field}.request_id", msg.request_id)
+    ts = from_timestamp(msg.timestamp, msg.HasField("timestamp"))
+    if ts is not None and ts > now + FUTURE_TOLERANCE:
+        raise InvalidArgument(f"{field}.timestamp", f"is in the future ({ts.isoformat()})")
+    return InteractionRecord(msg.user_id, msg.item_id, kind, value, msg.request_id or None, ts)
+
+
+async def log_interactions(
+    pool: AsyncConnectionPool, redis: Redis, batch: list[pb.Interaction]
+) -> pb.LogInteractionsResponse:
+    check_batch("interactions", len(batch))
+    now = datetime.now(UTC)
+    results = [pb.InteractionResult(index=i) for i in range(len(batch))]
+    valid: list[tuple[int, InteractionRecord]] = []
+    for i, msg in enumerate(batch):
+        try:
+            valid.append((i, interaction_from_pb(msg, f"interactions[{i}]", now)))
+        except InvalidArgument as exc:
+            results[i].error_code, results[i].error = "INVALID_ARGUMENT", str(exc)
+
+    stored: list[tuple[int, InteractionRecord]] = []
+    if valid:
+        async with pool.connection() as conn:
+            known = await existing_item_ids(conn, [r.item_id for _, r in valid])
+            for i, r in valid:
+                if r.item_id in known:
+                    stored.append((i, r))
+                else:
+                    results[i].error_code = "NOT_FOUND"
+                    results[i].error = f"interactions[{i}].item_id: no item {r.item_id!r}"
+            if stored:
+                async with conn.transaction():  # new users and their interactions together, or nothing
+                    await ensure_users(conn, [r.user_id for _, r in stored])
+                    ids = await insert_interactions(conn, [r for _, r in stored])
+                for (i, _), interaction_id in zip(stored, ids, strict=True):
+                    results[i].accepted = True
+                    results[i].interaction_id = str(interaction_id)
+
+    # Durable first, then invalidate: the next Recommend recomputes with the new history.
+    for user_id in {r.user_id for _, r in stored}:
+        try:
+            await cache.invalidate_user(redis, user_id)
+        except Exception as exc:  # stored is stored; a stale cache expires by TTL
+            log.warning("cache invalidation failed for %s: %s", user_id, exc)
+    n_ok = len(stored)
+    return pb.LogInteractionsResponse(accepted=n_ok, rejected=len(batch) - n_ok, results=results)

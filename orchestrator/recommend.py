@@ -1,0 +1,256 @@
+"""The Recommend pipeline: cache, hydration, retrieval, ranking, filters, selection, decoration.
+
+Plain async Python over its dependencies (pool, Redis, two gRPC stubs, the catalogue)
+so tests call it without a server. Optional stages fail open: ranking down or slow
+-> retrieval order; retrieval down -> popular items from the catalogue; Redis down
+-> no cache. The response says when it was degraded.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import grpc
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio import Redis
+
+from orchestrator import filters as flt
+from orchestrator.catalog import Catalog
+from orchestrator.convert import item_to_pb
+from orchestrator.reasons import reason
+from orchestrator.trace import Trace
+from orchestrator.validation import check_id, check_k
+from protos import recsys_pb2 as pb
+from protos import recsys_pb2_grpc as pb_grpc
+from recsys.config import Settings
+from recsys.errors import InvalidArgument, NotFound
+from storage import cache
+from storage.interactions import user_history
+from storage.users import get_user
+
+log = logging.getLogger(__name__)
+
+HISTORY_LIMIT = 1000  # seen-filter horizon
+RECENT_FOR_MODEL = 50  # the user tower's window
+DEFAULT_VARIANT = "control"
+DEADLINE_MARGIN_S = 0.005  # leave time to answer after the last downstream call
+
+Remaining = Callable[[], float | None]
+
+
+@dataclass
+class Scored:
+    item_id: str
+    score: float
+    source: str
+    anchor_item_id: str = ""
+    parts: dict[str, float] = field(default_factory=dict)
+
+
+def _timeout(configured: float, remaining: Remaining) -> float:
+    """A downstream call's timeout: its own budget, capped by what the caller's deadline leaves."""
+    left = remaining()
+    return configured if left is None else min(configured, left - DEADLINE_MARGIN_S)
+
+
+class Recommender:
+    def __init__(
+        self, settings: Settings, pool: AsyncConnectionPool, redis: Redis,
+        retrieval: pb_grpc.RetrievalStub, ranking: pb_grpc.RankingStub, catalog: Catalog,
+    ) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.redis = redis
+        self.retrieval = retrieval
+        self.ranking = ranking
+        self.catalog = catalog
+
+    # ------------------------------------------------------------------ Recommend
+
+    async def recommend(self, req: pb.RecommendRequest, remaining: Remaining) -> pb.RecommendResponse:
+        user_id = check_id("user_id", req.user_id)
+        k = check_k(req.k)
+        if req.request_id:
+            check_id("request_id", req.request_id)
+        request_id = req.request_id or uuid.uuid4().hex
+        surface = req.context.surface or "home"
+        variant = req.experiment_variant or DEFAULT_VARIANT
+        trace = Trace()
+        cache_field = cache.fingerprint(surface, variant, k, req.filters.SerializeToString(deterministic=True))
+
+        with trace.stage("cache_lookup") as st:
+            cached = await self._cache_get(user_id, cache_field, trace, st)
+        if cached is not None and not req.debug:
+            cached.request_id = request_id
+            return cached
+
+        with trace.stage("hydrate") as st:
+            profile, history = await self._hydrate(user_id, trace, st)
+            st.candidates_out = len(history)
+        seen = set(history) if not req.filters.include_seen else set()
+        user_ctx = pb.UserContext(
+            user_id=user_id, recent_item_ids=history[:RECENT_FOR_MODEL],
+            attributes={key: str(v) for key, v in profile.items() if v is not None and v != ""},
+        )
+        # Ask for more than k: filters and selection remove some.
+        want = min(1000, max(4 * k, 200))
+
+        with trace.stage("retrieve") as st:
+            request = pb.RetrieveRequest(request_id=request_id, user=user_ctx, k=want, exclude_item_ids=sorted(seen))
+            found, model_version = await self._retrieve(request, remaining, trace, st)
+            st.candidates_out = len(found)
+        with trace.stage("rank", len(found)) as st:
+            ranked = await self._rank(request_id, user_ctx, found, req.context, remaining, trace, st)
+            st.candidates_out = len(ranked)
+        with trace.stage("filter", len(ranked)) as st:
+            rules = flt.request_rules(req.filters, seen, self.catalog)
+            kept, removed = flt.apply_rules(ranked, lambda s: s.item_id, rules)
+            st.removed.update(removed)
+            st.candidates_out = len(kept)
+        with trace.stage("select", len(kept)) as st:
+            chosen = kept[:k]
+            st.candidates_out = len(chosen)
+
+        response = pb.RecommendResponse(
+            request_id=request_id, model_version=model_version, experiment_variant=variant,
+            degraded=bool(trace.degraded), degraded_reasons=trace.degraded,
+            items=[self._decorate(s) for s in chosen],
+        )
+        if req.debug:
+            response.debug.CopyFrom(pb.DebugTrace(stages=trace.stages, cache_hit=cached is not None,
+                                                  model_version=model_version))
+        return response
+
+    async def after_recommend(self, req: pb.RecommendRequest, response: pb.RecommendResponse) -> None:
+        """Side effects once the answer is sent: cache write (healthy answers only), exposure log."""
+        surface = req.context.surface or "home"
+        if not response.degraded and not req.debug:
+            field_ = cache.fingerprint(surface, response.experiment_variant, check_k(req.k),
+                                       req.filters.SerializeToString(deterministic=True))
+            try:
+                await cache.put(self.redis, req.user_id, field_, response.SerializeToString(),
+                                self.settings.cache_ttl_s)
+            except Exception as exc:  # a cache is optional
+                log.warning("cache write failed: %s", exc)
+        async with self.pool.connection() as conn:
+            await conn.execute(
+                "INSERT INTO exposures (request_id, user_id, surface, variant, item_ids) VALUES (%s,%s,%s,%s,%s)",
+                (response.request_id, req.user_id, surface, response.experiment_variant,
+                 [i.item_id for i in response.items]),
+            )
+
+    async def _cache_get(
+        self, user_id: str, field_: str, trace: Trace, st: pb.StageTrace
+    ) -> pb.RecommendResponse | None:
+        try:
+            raw = await cache.get(self.redis, user_id, field_)
+        except Exception as exc:
+            trace.degrade(st, f"cache unavailable: {type(exc).__name__}")
+            return None
+        st.note = "hit" if raw else "miss"
+        return pb.RecommendResponse.FromString(raw) if raw else None
+
+    async def _hydrate(self, user_id: str, trace: Trace, st: pb.StageTrace) -> tuple[dict, list[str]]:
+        """The user's demographics and history (most recent first) from PostgreSQL."""
+        try:
+            async with self.pool.connection() as conn:
+                user = await get_user(conn, user_id)
+                history = await user_history(conn, user_id, HISTORY_LIMIT)
+        except Exception as exc:
+            trace.degrade(st, f"user history unavailable: {type(exc).__name__}")
+            return {}, []
+        if user is None:
+            st.note = "unknown user: cold start"
+        return (user.demographics if user else {}), history
+
+    async def _retrieve(
+        self, request: pb.RetrieveRequest, remaining: Remaining, trace: Trace, st: pb.StageTrace
+    ) -> tuple[list[Scored], str]:
+        try:
+            timeout = _timeout(self.settings.retrieval_timeout_s, remaining)
+            resp = await self.retrieval.Retrieve(request, timeout=timeout)
+        except grpc.aio.AioRpcError as exc:
+            trace.degrade(st, f"retrieval failed ({exc.code().name}): popular items instead")
+            return self._fallback(request.k, set(request.exclude_item_ids)), ""
+        return [Scored(c.item_id, c.score, c.source, c.anchor_item_id) for c in resp.candidates], resp.model_version
+
+    def _fallback(self, k: int, exclude: set[str]) -> list[Scored]:
+        out = [Scored(i, s, "fallback_popular") for i, s in self.catalog.popular if i not in exclude]
+        return out[:k]
+
+    async def _rank(
+        self, request_id: str, user: pb.UserContext, found: list[Scored], context: pb.Context,
+        remaining: Remaining, trace: Trace, st: pb.StageTrace,
+    ) -> list[Scored]:
+        if not found:
+            return []
+        request = pb.RankRequest(
+            request_id=request_id, user=user, context=context,
+            candidates=[pb.Candidate(item_id=s.item_id, score=s.score, source=s.source,
+                                     anchor_item_id=s.anchor_item_id) for s in found],
+        )
+        try:
+            resp = await self.ranking.Rank(request, timeout=_timeout(self.settings.ranking_timeout_s, remaining))
+        except grpc.aio.AioRpcError as exc:
+            trace.degrade(st, f"ranking failed ({exc.code().name}): retrieval order")
+            return found
+        return [
+            Scored(r.candidate.item_id, r.score, r.candidate.source, r.candidate.anchor_item_id, dict(r.score_parts))
+            for r in resp.candidates
+        ]
+
+    def _decorate(self, s: Scored) -> pb.ScoredItem:
+        item = self.catalog.get(s.item_id)
+        return pb.ScoredItem(
+            item_id=s.item_id, score=s.score, source=s.source, score_parts=s.parts,
+            reason=reason(s.source, s.anchor_item_id, self.catalog),
+            item=item_to_pb(item) if item else None,
+        )
+
+    # ------------------------------------------------------------------ SimilarItems, Trending
+
+    async def similar_items(self, req: pb.SimilarItemsRequest, remaining: Remaining) -> pb.SimilarItemsResponse:
+        item_id = check_id("item_id", req.item_id)
+        k = check_k(req.k)
+        anchor = self.catalog.get(item_id)
+        if anchor is None:
+            raise NotFound(f"item_id: no item {item_id!r}")
+        request_id = req.request_id or uuid.uuid4().hex
+        seen: set[str] = set()
+        if req.user_id:
+            async with self.pool.connection() as conn:
+                seen = set(await user_history(conn, check_id("user_id", req.user_id), HISTORY_LIMIT))
+        want = min(1000, max(4 * k, 100))
+        request = pb.RetrieveRequest(
+            request_id=request_id, item_id=item_id, k=want,
+            sources=[pb.SourceRequest(name="similar_items", k=want)],
+        )
+        trace = Trace()
+        with trace.stage("retrieve") as st:
+            found, version = await self._retrieve(request, remaining, trace, st)
+        rules = [("anchor", lambda i: i != item_id), *flt.request_rules(req.filters, seen, self.catalog)]
+        kept, _ = flt.apply_rules(found, lambda s: s.item_id, rules)
+        if not kept or kept[0].source != "similar_items":
+            # The model does not know this item yet (new item): same-category popular items.
+            cats = set(anchor.categories)
+            kept = [s for s in kept if not cats.isdisjoint(self.catalog.items[s.item_id].categories)] or kept
+        return pb.SimilarItemsResponse(
+            request_id=request_id, model_version=version, items=[self._decorate(s) for s in kept[:k]]
+        )
+
+    def trending(self, req: pb.TrendingRequest) -> pb.TrendingResponse:
+        k = check_k(req.k)
+        if req.segment:
+            raise InvalidArgument("segment", "per-segment trending is not supported yet; leave it empty")
+        if req.window:
+            raise InvalidArgument("window", "windowed trending is not supported yet; leave it empty (all time)")
+        rules = [("inactive", self.catalog.is_active)]
+        if req.category:
+            rules.append(("category", lambda i: req.category in self.catalog.items[i].categories))
+        ranked = [Scored(i, s, "popular") for i, s in self.catalog.popular]
+        kept, _ = flt.apply_rules(ranked, lambda s: s.item_id, rules)
+        return pb.TrendingResponse(request_id=req.request_id or uuid.uuid4().hex,
+                                   items=[self._decorate(s) for s in kept[:k]])

@@ -1,0 +1,130 @@
+"""The Recommender gRPC service (the public API): a thin translation to the orchestrator's logic."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+from redis.asyncio import Redis
+
+from orchestrator.catalog import Catalog
+from orchestrator.convert import item_from_pb, item_to_pb, user_from_pb, user_to_pb
+from orchestrator.interactions import log_interactions
+from orchestrator.recommend import Recommender
+from orchestrator.validation import check_batch, check_id
+from protos import recsys_pb2 as pb
+from protos import recsys_pb2_grpc as pb_grpc
+from recsys.config import Settings
+from recsys.errors import InvalidArgument, NotFound
+from recsys.grpc_server import handles_errors, serve
+from storage.db import async_pool
+from storage.items import get_item, upsert_items
+from storage.users import get_user, upsert_user
+
+log = logging.getLogger(__name__)
+
+
+class RecommenderServicer(pb_grpc.RecommenderServicer):
+    def __init__(self, recommender: Recommender) -> None:
+        self.rec = recommender
+        self._background: set[asyncio.Task] = set()
+
+    def _after(self, coro) -> None:  # noqa: ANN001
+        """Run a side effect after the response; keep a reference so it is not collected."""
+        task = asyncio.create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("side effect failed: %s", task.exception())
+
+    @handles_errors
+    async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
+        response = await self.rec.recommend(request, context.time_remaining)
+        self._after(self.rec.after_recommend(request, response))
+        return response
+
+    @handles_errors
+    async def SimilarItems(
+        self, request: pb.SimilarItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.SimilarItemsResponse:
+        return await self.rec.similar_items(request, context.time_remaining)
+
+    @handles_errors
+    async def Trending(self, request: pb.TrendingRequest, context: grpc.aio.ServicerContext) -> pb.TrendingResponse:
+        return self.rec.trending(request)
+
+    @handles_errors
+    async def LogInteractions(
+        self, request: pb.LogInteractionsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.LogInteractionsResponse:
+        return await log_interactions(self.rec.pool, self.rec.redis, list(request.interactions))
+
+    @handles_errors
+    async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
+        user_id = check_id("user_id", request.user_id)
+        async with self.rec.pool.connection() as conn:
+            user = await get_user(conn, user_id)
+        if user is None:
+            raise NotFound(f"user_id: no user {user_id!r}")
+        return user_to_pb(user)
+
+    @handles_errors
+    async def UpsertUser(self, request: pb.UpsertUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
+        if not request.HasField("user"):
+            raise InvalidArgument("user", "is required")
+        record = user_from_pb(request.user)
+        async with self.rec.pool.connection() as conn:
+            return user_to_pb(await upsert_user(conn, record))
+
+    @handles_errors
+    async def GetItem(self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext) -> pb.Item:
+        item_id = check_id("item_id", request.item_id)
+        async with self.rec.pool.connection() as conn:
+            item = await get_item(conn, item_id)
+        if item is None:
+            raise NotFound(f"item_id: no item {item_id!r}")
+        return item_to_pb(item)
+
+    @handles_errors
+    async def UpsertItems(
+        self, request: pb.UpsertItemsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.UpsertItemsResponse:
+        check_batch("items", len(request.items))
+        records = [item_from_pb(it, f"items[{i}]") for i, it in enumerate(request.items)]
+        ids = [r.item_id for r in records]
+        if len(set(ids)) != len(ids):
+            raise InvalidArgument("items", "holds the same item_id more than once")
+        async with self.rec.pool.connection() as conn:
+            upserted, created = await upsert_items(conn, records)
+        await self.rec.catalog.refresh()  # this replica sees the change at once (status, metadata)
+        return pb.UpsertItemsResponse(upserted=upserted, created=created)
+
+
+async def run(settings: Settings) -> None:
+    pool = await async_pool(settings.database_url)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
+    catalog = Catalog(pool)
+    await catalog.refresh()
+    await catalog.refresh_popular()
+    watcher = asyncio.create_task(catalog.watch())
+    retrieval_channel = grpc.aio.insecure_channel(settings.retrieval_addr)
+    ranking_channel = grpc.aio.insecure_channel(settings.ranking_addr)
+    recommender = Recommender(
+        settings, pool, redis, pb_grpc.RetrievalStub(retrieval_channel), pb_grpc.RankingStub(ranking_channel), catalog
+    )
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(recommender), server)
+
+    async def close() -> None:
+        watcher.cancel()
+        await retrieval_channel.close()
+        await ranking_channel.close()
+        await redis.aclose()
+        await pool.close()
+
+    await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close)

@@ -1,0 +1,50 @@
+"""Item features for every catalogue item, held in process memory.
+
+Ranking scores a few hundred candidates per request; reading their features from
+the online store per request costs milliseconds, so the whole item table is loaded
+once and reloaded when the feature version in Redis changes (after materialization).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from feature_store.store import OnlineFeatures
+from storage.db import connect
+
+log = logging.getLogger(__name__)
+
+
+class ItemFeatureCache:
+    def __init__(self, online: OnlineFeatures, database_url: str) -> None:
+        self.online = online
+        self.database_url = database_url
+        self.features: dict[str, dict[str, Any]] = {}
+        self.max_popularity = 1
+        self.version: str | None = None
+
+    def refresh(self) -> bool:
+        """Reload all item features if the materialized version changed; True when reloaded."""
+        version = self.online.version()
+        if version is not None and version == self.version:
+            return False
+        with connect(self.database_url) as conn:
+            ids = [r["item_id"] for r in conn.execute("SELECT item_id FROM items")]
+        features = self.online.all_item_features(ids)
+        self.features, self.version = features, version  # swap whole: requests see one snapshot
+        self.max_popularity = max((int(f.get("popularity") or 0) for f in features.values()), default=1)
+        log.info("ranking loaded features of %d items (version %s)", len(features), version)
+        return True
+
+    def get(self, item_id: str) -> dict[str, Any]:
+        return self.features.get(item_id, {})
+
+    async def watch(self, interval_s: float = 5.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # keep serving the snapshot we have
+                log.exception("item feature refresh failed")

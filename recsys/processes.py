@@ -1,0 +1,106 @@
+"""Starting, watching and stopping the three services as separate processes.
+
+Each service runs as `python -m recsys.cli serve NAME` with the parent's settings in
+its environment, logs to var/log/NAME.log and records its pid in var/run/NAME.pid.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from recsys.config import ROOT, Settings
+
+# Start order matters: the orchestrator calls the other two.
+SERVICES = ("retrieval", "ranking", "orchestrator")
+
+
+def address(settings: Settings, name: str) -> str:
+    return {"retrieval": settings.retrieval_addr, "ranking": settings.ranking_addr,
+            "orchestrator": settings.orchestrator_addr}[name]
+
+
+def _pid_file(settings: Settings, name: str) -> Path:
+    return settings.var_dir / "run" / f"{name}.pid"
+
+
+def log_file(settings: Settings, name: str) -> Path:
+    return settings.var_dir / "log" / f"{name}.log"
+
+
+def is_serving(addr: str, timeout_s: float = 1.0) -> bool:
+    try:
+        with grpc.insecure_channel(addr) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+        return reply.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def start(settings: Settings, name: str, timeout_s: float = 120.0) -> subprocess.Popen:
+    """Start one service in the background and wait until its health check says SERVING."""
+    for d in ("run", "log"):
+        (settings.var_dir / d).mkdir(parents=True, exist_ok=True)
+    log = open(log_file(settings, name), "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "recsys.cli", "serve", name],
+        env={**os.environ, **settings.to_env()}, stdout=log, stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True,  # survives the CLI's exit and Ctrl-C
+    )
+    log.close()
+    _pid_file(settings, name).write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_file(settings, name)}")
+        if is_serving(address(settings, name), 0.5):
+            return proc
+        time.sleep(0.2)
+    proc.terminate()
+    raise RuntimeError(f"{name} did not become healthy in {timeout_s:.0f} s; see {log_file(settings, name)}")
+
+
+def start_all(settings: Settings) -> None:
+    for name in SERVICES:
+        start(settings, name)
+
+
+def stop(settings: Settings, name: str, timeout_s: float = 15.0) -> bool:
+    """SIGTERM (graceful), then SIGKILL after timeout_s. True when something was stopped."""
+    pid_file = _pid_file(settings, name)
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        _reap(pid)
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    return True
+
+
+def _reap(pid: int) -> None:
+    try:
+        os.waitpid(pid, os.WNOHANG)  # our own child: collect it so it does not linger as a zombie
+    except ChildProcessError:
+        pass
+
+
+def stop_all(settings: Settings) -> list[str]:
+    return [name for name in reversed(SERVICES) if stop(settings, name)]

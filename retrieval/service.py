@@ -1,0 +1,54 @@
+"""The Retrieval gRPC service: a thin translation from protos to Retriever calls."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from protos import recsys_pb2 as pb
+from protos import recsys_pb2_grpc as pb_grpc
+from recsys.config import Settings
+from recsys.grpc_server import handles_errors, serve
+from retrieval.retriever import Retriever, SourceSpec
+
+log = logging.getLogger(__name__)
+
+
+class RetrievalServicer(pb_grpc.RetrievalServicer):
+    def __init__(self, retriever: Retriever) -> None:
+        self.retriever = retriever
+
+    @handles_errors
+    async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:
+        user = request.user
+        found = self.retriever.retrieve(
+            recent_item_ids=list(user.recent_item_ids),
+            attributes=dict(user.attributes),
+            sources=[SourceSpec(s.name, s.k) for s in request.sources],
+            exclude=set(request.exclude_item_ids),
+            k=request.k,
+            item_id=request.item_id,
+        )
+        return pb.RetrieveResponse(
+            candidates=[
+                pb.Candidate(item_id=c.item_id, score=c.score, source=c.source, anchor_item_id=c.anchor_item_id)
+                for c in found
+            ],
+            model_version=self.retriever.version,
+        )
+
+
+async def run(settings: Settings) -> None:
+    retriever = Retriever(settings.artifacts_dir)
+    retriever.load()
+    watcher = asyncio.create_task(retriever.watch())
+
+    def register(server: grpc.aio.Server) -> None:
+        pb_grpc.add_RetrievalServicer_to_server(RetrievalServicer(retriever), server)
+
+    try:
+        await serve(settings.retrieval_addr, ["Retrieval"], register)
+    finally:
+        watcher.cancel()

@@ -1,0 +1,38 @@
+"""The users table."""
+
+from __future__ import annotations
+
+from psycopg import AsyncConnection
+from psycopg.types.json import Jsonb
+
+from storage.records import UserRecord
+
+_COLUMNS = "user_id, demographics, preferences, created_at, last_active_at"
+
+
+async def get_user(conn: AsyncConnection, user_id: str) -> UserRecord | None:
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM users WHERE user_id = %s", (user_id,))
+    row = await cur.fetchone()
+    return UserRecord(**row) if row else None
+
+
+async def upsert_user(conn: AsyncConnection, user: UserRecord) -> UserRecord:
+    cur = await conn.execute(
+        f"""INSERT INTO users (user_id, demographics, preferences) VALUES (%s, %s, %s)
+            ON CONFLICT (user_id) DO UPDATE
+            SET demographics = EXCLUDED.demographics, preferences = EXCLUDED.preferences
+            RETURNING {_COLUMNS}""",
+        (user.user_id, Jsonb(user.demographics), Jsonb(user.preferences)),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return UserRecord(**row)
+
+
+async def ensure_users(conn: AsyncConnection, user_ids: list[str]) -> None:
+    """Create users that do not exist yet (interactions from new, anonymous users) and mark activity."""
+    await conn.execute(
+        """INSERT INTO users (user_id, last_active_at) SELECT u, now() FROM unnest(%s::text[]) AS u
+           ON CONFLICT (user_id) DO UPDATE SET last_active_at = now()""",
+        (sorted(set(user_ids)),),
+    )
