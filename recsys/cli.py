@@ -88,10 +88,9 @@ def train(
 def _train(settings: Settings, epochs: int | None = None) -> Path:
     from dataclasses import replace
 
+    from training.dataset import load_postgres
     from training.pipeline import train_and_export
     from training.train import TrainConfig
-
-    from training.dataset import load_postgres
 
     config = TrainConfig() if epochs is None else replace(TrainConfig(), epochs=epochs)
     dataset = load_postgres(settings.database_url)

@@ -11,6 +11,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
+
 from training.artifacts import ModelArtifacts
 
 
@@ -81,7 +82,7 @@ def popular(arts: ModelArtifacts, k: int, exclude: Collection[str]) -> list[Cand
 
 
 def merge(groups: list[list[Candidate]], k: int) -> list[Candidate]:
-    """Interleave sources round-robin by rank, dropping duplicates (first source wins)."""
+    """Interleave sources round-robin by rank, dropping duplicates (the first to reach an item keeps it)."""
     seen: set[str] = set()
     out: list[Candidate] = []
     for rank in range(max((len(g) for g in groups), default=0)):

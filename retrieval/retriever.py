@@ -11,11 +11,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.artifacts import ModelArtifacts, load_current
-
 from recsys.errors import InvalidArgument, Unavailable
 from retrieval import candidates
 from retrieval.candidates import Candidate
+from training.artifacts import ModelArtifacts, load_current
 
 log = logging.getLogger(__name__)
 
