@@ -1,0 +1,1 @@
+"""Load tests (Locust over gRPC) and the latency benchmark of the public Recommender API."""
