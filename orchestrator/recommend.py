@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import grpc
 from psycopg_pool import AsyncConnectionPool
@@ -20,6 +19,7 @@ from redis.asyncio import Redis
 from orchestrator import filters as flt
 from orchestrator.catalog import Catalog
 from orchestrator.convert import item_to_pb
+from orchestrator.exposures import ExposureLog
 from orchestrator.reasons import reason
 from orchestrator.trace import Trace
 from orchestrator.validation import check_id, check_k
@@ -41,13 +41,8 @@ DEADLINE_MARGIN_S = 0.005  # leave time to answer after the last downstream call
 Remaining = Callable[[], float | None]
 
 
-@dataclass
-class Scored:
-    item_id: str
-    score: float
-    source: str
-    anchor_item_id: str = ""
-    parts: dict[str, float] = field(default_factory=dict)
+def _item_id(r: pb.RankedCandidate) -> str:
+    return r.candidate.item_id
 
 
 def _timeout(configured: float, remaining: Remaining) -> float:
@@ -60,6 +55,7 @@ class Recommender:
     def __init__(
         self, settings: Settings, pool: AsyncConnectionPool, redis: Redis,
         retrieval: pb_grpc.RetrievalStub, ranking: pb_grpc.RankingStub, catalog: Catalog,
+        exposures: ExposureLog,
     ) -> None:
         self.settings = settings
         self.pool = pool
@@ -67,6 +63,7 @@ class Recommender:
         self.retrieval = retrieval
         self.ranking = ranking
         self.catalog = catalog
+        self.exposures = exposures
 
     # ------------------------------------------------------------------ Recommend
 
@@ -103,11 +100,11 @@ class Recommender:
             found, model_version = await self._retrieve(request, remaining, trace, st)
             st.candidates_out = len(found)
         with trace.stage("rank", len(found)) as st:
-            ranked = await self._rank(request_id, user_ctx, found, req.context, remaining, trace, st)
+            ranked, part_names = await self._rank(request_id, user_ctx, found, req.context, remaining, trace, st)
             st.candidates_out = len(ranked)
         with trace.stage("filter", len(ranked)) as st:
             rules = flt.request_rules(req.filters, seen, self.catalog)
-            kept, removed = flt.apply_rules(ranked, lambda s: s.item_id, rules)
+            kept, removed = flt.apply_rules(ranked, _item_id, rules)
             st.removed.update(removed)
             st.candidates_out = len(kept)
         with trace.stage("select", len(kept)) as st:
@@ -117,7 +114,7 @@ class Recommender:
         response = pb.RecommendResponse(
             request_id=request_id, model_version=model_version, experiment_variant=variant,
             degraded=bool(trace.degraded), degraded_reasons=trace.degraded,
-            items=[self._decorate(s) for s in chosen],
+            items=[self._decorate(r, part_names) for r in chosen],
         )
         if req.debug:
             response.debug.CopyFrom(pb.DebugTrace(stages=trace.stages, cache_hit=cached is not None,
@@ -135,12 +132,8 @@ class Recommender:
                                 self.settings.cache_ttl_s)
             except Exception as exc:  # a cache is optional
                 log.warning("cache write failed: %s", exc)
-        async with self.pool.connection() as conn:
-            await conn.execute(
-                "INSERT INTO exposures (request_id, user_id, surface, variant, item_ids) VALUES (%s,%s,%s,%s,%s)",
-                (response.request_id, req.user_id, surface, response.experiment_variant,
-                 [i.item_id for i in response.items]),
-            )
+        self.exposures.add(response.request_id, req.user_id, surface, response.experiment_variant,
+                           [i.item_id for i in response.items])
 
     async def _cache_get(
         self, user_id: str, field_: str, trace: Trace, st: pb.StageTrace
@@ -168,45 +161,42 @@ class Recommender:
 
     async def _retrieve(
         self, request: pb.RetrieveRequest, remaining: Remaining, trace: Trace, st: pb.StageTrace
-    ) -> tuple[list[Scored], str]:
+    ) -> tuple[list[pb.Candidate], str]:
         try:
             timeout = _timeout(self.settings.retrieval_timeout_s, remaining)
             resp = await self.retrieval.Retrieve(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             trace.degrade(st, f"retrieval failed ({exc.code().name}): popular items instead")
             return self._fallback(request.k, set(request.exclude_item_ids)), ""
-        return [Scored(c.item_id, c.score, c.source, c.anchor_item_id) for c in resp.candidates], resp.model_version
+        return list(resp.candidates), resp.model_version
 
-    def _fallback(self, k: int, exclude: set[str]) -> list[Scored]:
-        out = [Scored(i, s, "fallback_popular") for i, s in self.catalog.popular if i not in exclude]
+    def _fallback(self, k: int, exclude: set[str]) -> list[pb.Candidate]:
+        out = [pb.Candidate(item_id=i, score=s, source="fallback_popular")
+               for i, s in self.catalog.popular[: k + len(exclude)] if i not in exclude]
         return out[:k]
 
     async def _rank(
-        self, request_id: str, user: pb.UserContext, found: list[Scored], context: pb.Context,
+        self, request_id: str, user: pb.UserContext, found: list[pb.Candidate], context: pb.Context,
         remaining: Remaining, trace: Trace, st: pb.StageTrace,
-    ) -> list[Scored]:
+    ) -> tuple[list[pb.RankedCandidate], list[str]]:
+        """Ranked candidates (proto messages, not copied into Python objects: this is the hot path)."""
         if not found:
-            return []
-        request = pb.RankRequest(
-            request_id=request_id, user=user, context=context,
-            candidates=[pb.Candidate(item_id=s.item_id, score=s.score, source=s.source,
-                                     anchor_item_id=s.anchor_item_id) for s in found],
-        )
+            return [], []
+        request = pb.RankRequest(request_id=request_id, user=user, context=context, candidates=found)
         try:
             resp = await self.ranking.Rank(request, timeout=_timeout(self.settings.ranking_timeout_s, remaining))
         except grpc.aio.AioRpcError as exc:
             trace.degrade(st, f"ranking failed ({exc.code().name}): retrieval order")
-            return found
-        return [
-            Scored(r.candidate.item_id, r.score, r.candidate.source, r.candidate.anchor_item_id, dict(r.score_parts))
-            for r in resp.candidates
-        ]
+            return [pb.RankedCandidate(candidate=c, score=c.score) for c in found], []
+        return list(resp.candidates), list(resp.score_part_names)
 
-    def _decorate(self, s: Scored) -> pb.ScoredItem:
-        item = self.catalog.get(s.item_id)
+    def _decorate(self, r: pb.RankedCandidate, part_names: list[str]) -> pb.ScoredItem:
+        c = r.candidate
+        item = self.catalog.get(c.item_id)
         return pb.ScoredItem(
-            item_id=s.item_id, score=s.score, source=s.source, score_parts=s.parts,
-            reason=reason(s.source, s.anchor_item_id, self.catalog),
+            item_id=c.item_id, score=r.score, source=c.source,
+            score_parts=dict(zip(part_names, r.score_parts, strict=True)),
+            reason=reason(c.source, c.anchor_item_id, self.catalog),
             item=item_to_pb(item) if item else None,
         )
 
@@ -232,13 +222,13 @@ class Recommender:
         with trace.stage("retrieve") as st:
             found, version = await self._retrieve(request, remaining, trace, st)
         rules = [("anchor", lambda i: i != item_id), *flt.request_rules(req.filters, seen, self.catalog)]
-        kept, _ = flt.apply_rules(found, lambda s: s.item_id, rules)
-        if not kept or kept[0].source != "similar_items":
+        kept, _ = flt.apply_rules([pb.RankedCandidate(candidate=c, score=c.score) for c in found], _item_id, rules)
+        if not kept or kept[0].candidate.source != "similar_items":
             # The model does not know this item yet (new item): same-category popular items.
             cats = set(anchor.categories)
-            kept = [s for s in kept if not cats.isdisjoint(self.catalog.items[s.item_id].categories)] or kept
+            kept = [r for r in kept if not cats.isdisjoint(self.catalog.items[_item_id(r)].categories)] or kept
         return pb.SimilarItemsResponse(
-            request_id=request_id, model_version=version, items=[self._decorate(s) for s in kept[:k]]
+            request_id=request_id, model_version=version, items=[self._decorate(r, []) for r in kept[:k]]
         )
 
     def trending(self, req: pb.TrendingRequest) -> pb.TrendingResponse:
@@ -250,7 +240,7 @@ class Recommender:
         rules = [("inactive", self.catalog.is_active)]
         if req.category:
             rules.append(("category", lambda i: req.category in self.catalog.items[i].categories))
-        ranked = [Scored(i, s, "popular") for i, s in self.catalog.popular]
-        kept, _ = flt.apply_rules(ranked, lambda s: s.item_id, rules)
-        return pb.TrendingResponse(request_id=req.request_id or uuid.uuid4().hex,
-                                   items=[self._decorate(s) for s in kept[:k]])
+        kept, _ = flt.apply_rules(self.catalog.popular, lambda p: p[0], rules)
+        items = [self._decorate(pb.RankedCandidate(candidate=pb.Candidate(item_id=i, score=s, source="popular"),
+                                                   score=s), []) for i, s in kept[:k]]
+        return pb.TrendingResponse(request_id=req.request_id or uuid.uuid4().hex, items=items)

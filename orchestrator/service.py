@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from orchestrator.catalog import Catalog
 from orchestrator.convert import item_from_pb, item_to_pb, user_from_pb, user_to_pb
+from orchestrator.exposures import ExposureLog
 from orchestrator.interactions import log_interactions
 from orchestrator.recommend import Recommender
 from orchestrator.validation import check_batch, check_id
@@ -110,18 +111,22 @@ async def run(settings: Settings) -> None:
     catalog = Catalog(pool)
     await catalog.refresh()
     await catalog.refresh_popular()
-    watcher = asyncio.create_task(catalog.watch())
+    exposures = ExposureLog(pool)
+    background = [asyncio.create_task(catalog.watch()), asyncio.create_task(exposures.run())]
     retrieval_channel = grpc.aio.insecure_channel(settings.retrieval_addr)
     ranking_channel = grpc.aio.insecure_channel(settings.ranking_addr)
     recommender = Recommender(
-        settings, pool, redis, pb_grpc.RetrievalStub(retrieval_channel), pb_grpc.RankingStub(ranking_channel), catalog
+        settings, pool, redis, pb_grpc.RetrievalStub(retrieval_channel), pb_grpc.RankingStub(ranking_channel), catalog,
+        exposures,
     )
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(recommender), server)
 
     async def close() -> None:
-        watcher.cancel()
+        for task in background:
+            task.cancel()
+        await exposures.flush()
         await retrieval_channel.close()
         await ranking_channel.close()
         await redis.aclose()

@@ -39,12 +39,15 @@ class RankingServicer(pb_grpc.RankingServicer):
         profile = category_profile(recent[:50], self.items.features)
         feats = [self.items.get(c.item_id) for c in request.candidates]
         scored = self.scorer.score([c.score for c in request.candidates], feats, profile, self.items.max_popularity)
+        # Parts travel as packed doubles named once per response: a proto map per candidate
+        # was the largest cost of this call.
         return pb.RankResponse(
             candidates=[
-                pb.RankedCandidate(candidate=request.candidates[s.index], score=s.score, score_parts=s.parts)
+                pb.RankedCandidate(candidate=request.candidates[s.index], score=s.score, score_parts=s.parts.values())
                 for s in scored
             ],
             model_version=self.scorer.version,
+            score_part_names=scored[0].parts.keys(),
         )
 
 

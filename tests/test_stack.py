@@ -240,3 +240,18 @@ def test_services_shut_down_cleanly_on_sigterm(stack: Settings, tmp_path: Path) 
     proc = processes.start(extra, "retrieval")
     assert processes.stop(extra, "retrieval")
     assert proc.wait(timeout=15) == 0
+
+
+def test_each_answer_is_logged_as_an_exposure(api: pb_grpc.RecommenderStub, stack: Settings) -> None:
+    request_id = f"req-{uuid.uuid4().hex}"
+    resp = api.Recommend(pb.RecommendRequest(request_id=request_id, user_id="21", k=4), timeout=10)
+    assert resp.request_id == request_id
+    rows: list = []
+    for _ in range(50):  # written after the response, in batches
+        with psycopg.connect(stack.database_url) as conn:
+            rows = conn.execute("SELECT user_id, variant, item_ids FROM exposures WHERE request_id = %s",
+                                (request_id,)).fetchall()
+        if rows:
+            break
+        time.sleep(0.1)
+    assert rows == [("21", "control", _ids(resp))]
