@@ -1,0 +1,207 @@
+"""Versioned model artifacts: what training writes and serving reads.
+
+    <artifacts_dir>/<version>/manifest.json        version, configs, index parameters, metrics, files
+    <artifacts_dir>/<version>/item_ids.json        external item ids; row i of the embeddings = FAISS id i
+    <artifacts_dir>/<version>/item_embeddings.npy  float32 [n_items, D], unit rows
+    <artifacts_dir>/<version>/index.faiss          inner-product index over those rows
+    <artifacts_dir>/<version>/user_tower.pt        user tower state dict + vocabularies
+    <artifacts_dir>/<version>/popular.json         [[item_id, score], ...], the cold-start answer
+    <artifacts_dir>/CURRENT                        the version services should serve
+
+A version folder is written under a temporary name and renamed whole, and CURRENT is
+replaced atomically last, so a service polling CURRENT never sees a half-written version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import shutil
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import faiss
+import numpy as np
+import pandas as pd
+
+from training.dataset import Dataset
+from training.train import TrainedModel, config_dict
+from training.user_encoder import UserEncoder
+
+FORMAT_VERSION = 1
+FLAT_MAX_ITEMS = 100_000  # exact search is fast enough below this; IVF above
+IVF_NPROBE = 8
+POPULAR_TOP = 1000
+
+
+@dataclass
+class ModelArtifacts:
+    version: str
+    manifest: dict[str, Any]
+    item_ids: list[str]
+    item_index: dict[str, int]  # external id -> row
+    item_embeddings: np.ndarray  # float32 [n_items, D]
+    index: faiss.Index
+    popular: list[tuple[str, float]]
+    user_encoder: UserEncoder
+
+
+# ---------------------------------------------------------------------------- export
+
+
+def export(model: TrainedModel, dataset: Dataset, artifacts_dir: Path) -> Path:
+    """Write a new version folder and make it CURRENT; returns the version folder."""
+    artifacts_dir = Path(artifacts_dir)
+    artifacts_dir.mkdir(parents=True, exist_ok=True)
+    version, tmp = _claim_version(artifacts_dir)
+    try:
+        manifest = _write_version(tmp, version, model, dataset)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+        final = artifacts_dir / version
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _write_atomic(artifacts_dir / "CURRENT", version + "\n")
+    return final
+
+
+def _write_version(folder: Path, version: str, trained: TrainedModel, dataset: Dataset) -> dict[str, Any]:
+    model, vocab = trained.model, trained.vocab
+    # Retired items never come back: keep them out of the index (still known to the user tower).
+    status = dict(zip(dataset.items["item_id"], dataset.items["status"], strict=True))
+    rows = [i for i, item_id in enumerate(vocab.item_ids) if status.get(item_id) != "retired"]
+    item_ids = [vocab.item_ids[i] for i in rows]
+    embeddings = model.all_items()[1:][rows].numpy().astype(np.float32)
+
+    index, index_info = _build_index(embeddings)
+    faiss.write_index(index, str(folder / "index.faiss"))
+    np.save(folder / "item_embeddings.npy", embeddings)
+    (folder / "item_ids.json").write_text(json.dumps(item_ids))
+    UserEncoder.save(folder / "user_tower.pt", model.user_tower, model.config, vocab)
+    (folder / "popular.json").write_text(json.dumps(_popular(dataset, set(item_ids))))
+
+    files = sorted(p.name for p in folder.iterdir())
+    return {
+        "format_version": FORMAT_VERSION,
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "dim": int(embeddings.shape[1]),
+        "n_items": len(item_ids),
+        "excluded_retired_items": vocab.n_items - len(item_ids),
+        "model_config": config_dict(model.config),
+        "train_config": config_dict(trained.config),
+        "index": index_info,
+        "metrics": trained.metrics,
+        "data": {"users": len(dataset.users), "items": len(dataset.items),
+                 "interactions": len(dataset.interactions)},
+        "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
+                  for name in files},
+    }
+
+
+def _build_index(embeddings: np.ndarray) -> tuple[faiss.Index, dict[str, Any]]:
+    n, dim = embeddings.shape
+    if n <= FLAT_MAX_ITEMS:
+        index = faiss.IndexFlatIP(dim)
+        index.add(embeddings)
+        return index, {"type": "Flat", "metric": "inner_product"}
+    nlist = int(min(65536, max(256, 2 ** round(math.log2(math.sqrt(n))))))  # ~sqrt(n) lists
+    quantizer = faiss.IndexFlatIP(dim)
+    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+    sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
+    index.train(embeddings[np.sort(sample)])  # k-means on a sample; all of 1M+ rows adds little
+    index.add(embeddings)
+    index.nprobe = IVF_NPROBE
+    return index, {"type": "IVF", "metric": "inner_product", "nlist": nlist, "nprobe": IVF_NPROBE}
+
+
+def _popular(dataset: Dataset, indexed: set[str]) -> list[list[Any]]:
+    """Items by interaction count (all types), most first; only items in the index."""
+    counts = dataset.interactions["item_id"].value_counts(sort=False)
+    counts = counts[counts.index.isin(indexed)]
+    frame = pd.DataFrame({"item_id": counts.index, "n": counts.to_numpy()})
+    frame = frame.sort_values(["n", "item_id"], ascending=[False, True]).head(POPULAR_TOP)  # ties: stable by id
+    return [[item_id, float(n)] for item_id, n in zip(frame["item_id"], frame["n"], strict=True)]
+
+
+def _claim_version(artifacts_dir: Path) -> tuple[str, Path]:
+    """A fresh version name and its work folder; mkdir is atomic, so two exporters never share one."""
+    base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1, 1000):
+        version = base if n == 1 else f"{base}-{n}"
+        if (artifacts_dir / version).exists():
+            continue
+        try:
+            (artifacts_dir / f".{version}.tmp").mkdir()
+        except FileExistsError:
+            continue
+        return version, artifacts_dir / f".{version}.tmp"
+    raise RuntimeError(f"{artifacts_dir}: no free version name for {base}")
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------------ load
+
+
+def load_current(artifacts_dir: Path) -> ModelArtifacts:
+    """Load the version named in <artifacts_dir>/CURRENT."""
+    current = Path(artifacts_dir) / "CURRENT"
+    if not current.exists():
+        raise FileNotFoundError(f"{current}: no model published yet; run `recsys train` first")
+    version = current.read_text().strip()
+    if not version:
+        raise FileNotFoundError(f"{current} is empty; run `recsys train` to publish a version")
+    return load_version(Path(artifacts_dir) / version)
+
+
+def load_version(version_dir: Path) -> ModelArtifacts:
+    """Load one version folder; everything serving needs comes from it."""
+    faiss.omp_set_num_threads(1)  # see UserEncoder: one thread each in serving processes
+    version_dir = Path(version_dir)
+    manifest_path = version_dir / "manifest.json"
+    if not manifest_path.exists():
+        raise FileNotFoundError(f"{manifest_path}: missing; is {version_dir} a model version folder?")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{manifest_path}: format_version {manifest.get('format_version')!r}, "
+                         f"this code reads {FORMAT_VERSION}; retrain with this code")
+    item_ids = json.loads((version_dir / "item_ids.json").read_text())
+    embeddings = np.load(version_dir / "item_embeddings.npy")
+    index = faiss.read_index(str(version_dir / "index.faiss"))
+    if manifest["index"]["type"] == "IVF":
+        faiss.extract_index_ivf(index).nprobe = int(manifest["index"]["nprobe"])
+    if not len(item_ids) == embeddings.shape[0] == index.ntotal:
+        raise ValueError(f"{version_dir}: item_ids ({len(item_ids)}), embeddings ({embeddings.shape[0]}) "
+                         f"and index ({index.ntotal}) disagree; the version is corrupt")
+    popular = [(str(i), float(s)) for i, s in json.loads((version_dir / "popular.json").read_text())]
+    return ModelArtifacts(
+        version=manifest["version"],
+        manifest=manifest,
+        item_ids=item_ids,
+        item_index={item_id: row for row, item_id in enumerate(item_ids)},
+        item_embeddings=embeddings,
+        index=index,
+        popular=popular,
+        user_encoder=UserEncoder.load(version_dir / "user_tower.pt"),
+    )
+
+
+__all__ = ["ModelArtifacts", "UserEncoder", "export", "load_current", "load_version"]
