@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import grpc
 from psycopg_pool import AsyncConnectionPool
@@ -41,8 +42,33 @@ DEADLINE_MARGIN_S = 0.005  # leave time to answer after the last downstream call
 Remaining = Callable[[], float | None]
 
 
-def _item_id(r: pb.RankedCandidate) -> str:
-    return r.candidate.item_id
+@dataclass
+class Ranked:
+    """Candidates in ranked order, columnar as they come off the wire.
+
+    Position p is the p-th best: candidate index order[p] of the arrays, score scores[p],
+    score parts parts[p * len(part_names) : (p + 1) * len(part_names)].
+    """
+
+    item_ids: list[str]
+    sources: list[str]
+    anchors: list[str]
+    order: list[int]
+    scores: list[float]
+    part_names: list[str] = field(default_factory=list)
+    parts: list[float] = field(default_factory=list)
+
+    @classmethod
+    def unranked(cls, cands: pb.CandidateList) -> Ranked:
+        """Candidates in the order given, scored by their source (ranking skipped or unavailable)."""
+        return cls(list(cands.item_ids), list(cands.sources), list(cands.anchor_item_ids),
+                   list(range(len(cands.item_ids))), list(cands.scores))
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def item_id(self, p: int) -> str:
+        return self.item_ids[self.order[p]]
 
 
 def _timeout(configured: float, remaining: Remaining) -> float:
@@ -98,13 +124,13 @@ class Recommender:
         with trace.stage("retrieve") as st:
             request = pb.RetrieveRequest(request_id=request_id, user=user_ctx, k=want, exclude_item_ids=sorted(seen))
             found, model_version = await self._retrieve(request, remaining, trace, st)
-            st.candidates_out = len(found)
-        with trace.stage("rank", len(found)) as st:
-            ranked, part_names = await self._rank(request_id, user_ctx, found, req.context, remaining, trace, st)
+            st.candidates_out = len(found.item_ids)
+        with trace.stage("rank", len(found.item_ids)) as st:
+            ranked = await self._rank(request_id, user_ctx, found, req.context, remaining, trace, st)
             st.candidates_out = len(ranked)
         with trace.stage("filter", len(ranked)) as st:
             rules = flt.request_rules(req.filters, seen, self.catalog)
-            kept, removed = flt.apply_rules(ranked, _item_id, rules)
+            kept, removed = flt.apply_rules(range(len(ranked)), ranked.item_id, rules)
             st.removed.update(removed)
             st.candidates_out = len(kept)
         with trace.stage("select", len(kept)) as st:
@@ -114,7 +140,7 @@ class Recommender:
         response = pb.RecommendResponse(
             request_id=request_id, model_version=model_version, experiment_variant=variant,
             degraded=bool(trace.degraded), degraded_reasons=trace.degraded,
-            items=[self._decorate(r, part_names) for r in chosen],
+            items=[self._decorate(ranked, p) for p in chosen],
         )
         if req.debug:
             response.debug.CopyFrom(pb.DebugTrace(stages=trace.stages, cache_hit=cached is not None,
@@ -161,42 +187,44 @@ class Recommender:
 
     async def _retrieve(
         self, request: pb.RetrieveRequest, remaining: Remaining, trace: Trace, st: pb.StageTrace
-    ) -> tuple[list[pb.Candidate], str]:
+    ) -> tuple[pb.CandidateList, str]:
         try:
             timeout = _timeout(self.settings.retrieval_timeout_s, remaining)
             resp = await self.retrieval.Retrieve(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
             trace.degrade(st, f"retrieval failed ({exc.code().name}): popular items instead")
             return self._fallback(request.k, set(request.exclude_item_ids)), ""
-        return list(resp.candidates), resp.model_version
+        return resp.candidates, resp.model_version
 
-    def _fallback(self, k: int, exclude: set[str]) -> list[pb.Candidate]:
-        out = [pb.Candidate(item_id=i, score=s, source="fallback_popular")
-               for i, s in self.catalog.popular[: k + len(exclude)] if i not in exclude]
-        return out[:k]
+    def _fallback(self, k: int, exclude: set[str]) -> pb.CandidateList:
+        top = [(i, s) for i, s in self.catalog.popular[: k + len(exclude)] if i not in exclude][:k]
+        return pb.CandidateList(item_ids=[i for i, _ in top], scores=[s for _, s in top],
+                                sources=["fallback_popular"] * len(top), anchor_item_ids=[""] * len(top))
 
     async def _rank(
-        self, request_id: str, user: pb.UserContext, found: list[pb.Candidate], context: pb.Context,
+        self, request_id: str, user: pb.UserContext, found: pb.CandidateList, context: pb.Context,
         remaining: Remaining, trace: Trace, st: pb.StageTrace,
-    ) -> tuple[list[pb.RankedCandidate], list[str]]:
-        """Ranked candidates (proto messages, not copied into Python objects: this is the hot path)."""
-        if not found:
-            return [], []
+    ) -> Ranked:
+        if not found.item_ids:
+            return Ranked.unranked(found)
         request = pb.RankRequest(request_id=request_id, user=user, context=context, candidates=found)
         try:
             resp = await self.ranking.Rank(request, timeout=_timeout(self.settings.ranking_timeout_s, remaining))
         except grpc.aio.AioRpcError as exc:
             trace.degrade(st, f"ranking failed ({exc.code().name}): retrieval order")
-            return [pb.RankedCandidate(candidate=c, score=c.score) for c in found], []
-        return list(resp.candidates), list(resp.score_part_names)
+            return Ranked.unranked(found)
+        return Ranked(list(found.item_ids), list(found.sources), list(found.anchor_item_ids), list(resp.order),
+                      list(resp.scores), list(resp.score_part_names), list(resp.score_parts))
 
-    def _decorate(self, r: pb.RankedCandidate, part_names: list[str]) -> pb.ScoredItem:
-        c = r.candidate
-        item = self.catalog.get(c.item_id)
+    def _decorate(self, ranked: Ranked, p: int) -> pb.ScoredItem:
+        i = ranked.order[p]
+        item_id, source, anchor = ranked.item_ids[i], ranked.sources[i], ranked.anchors[i]
+        m = len(ranked.part_names)
+        item = self.catalog.get(item_id)
         return pb.ScoredItem(
-            item_id=c.item_id, score=r.score, source=c.source,
-            score_parts=dict(zip(part_names, r.score_parts, strict=True)),
-            reason=reason(c.source, c.anchor_item_id, self.catalog),
+            item_id=item_id, score=ranked.scores[p], source=source,
+            score_parts=dict(zip(ranked.part_names, ranked.parts[p * m : (p + 1) * m], strict=True)),
+            reason=reason(source, anchor, self.catalog),
             item=item_to_pb(item) if item else None,
         )
 
@@ -221,14 +249,15 @@ class Recommender:
         trace = Trace()
         with trace.stage("retrieve") as st:
             found, version = await self._retrieve(request, remaining, trace, st)
+        ranked = Ranked.unranked(found)
         rules = [("anchor", lambda i: i != item_id), *flt.request_rules(req.filters, seen, self.catalog)]
-        kept, _ = flt.apply_rules([pb.RankedCandidate(candidate=c, score=c.score) for c in found], _item_id, rules)
-        if not kept or kept[0].candidate.source != "similar_items":
+        kept, _ = flt.apply_rules(range(len(ranked)), ranked.item_id, rules)
+        if not kept or ranked.sources[ranked.order[kept[0]]] != "similar_items":
             # The model does not know this item yet (new item): same-category popular items.
             cats = set(anchor.categories)
-            kept = [r for r in kept if not cats.isdisjoint(self.catalog.items[_item_id(r)].categories)] or kept
+            kept = [p for p in kept if not cats.isdisjoint(self.catalog.items[ranked.item_id(p)].categories)] or kept
         return pb.SimilarItemsResponse(
-            request_id=request_id, model_version=version, items=[self._decorate(r, []) for r in kept[:k]]
+            request_id=request_id, model_version=version, items=[self._decorate(ranked, p) for p in kept[:k]]
         )
 
     def trending(self, req: pb.TrendingRequest) -> pb.TrendingResponse:
@@ -241,6 +270,8 @@ class Recommender:
         if req.category:
             rules.append(("category", lambda i: req.category in self.catalog.items[i].categories))
         kept, _ = flt.apply_rules(self.catalog.popular, lambda p: p[0], rules)
-        items = [self._decorate(pb.RankedCandidate(candidate=pb.Candidate(item_id=i, score=s, source="popular"),
-                                                   score=s), []) for i, s in kept[:k]]
+        top = kept[:k]
+        ranked = Ranked.unranked(pb.CandidateList(item_ids=[i for i, _ in top], scores=[s for _, s in top],
+                                                  sources=["popular"] * len(top), anchor_item_ids=[""] * len(top)))
+        items = [self._decorate(ranked, p) for p in range(len(ranked))]
         return pb.TrendingResponse(request_id=req.request_id or uuid.uuid4().hex, items=items)

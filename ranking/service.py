@@ -30,24 +30,25 @@ class RankingServicer(pb_grpc.RankingServicer):
 
     @handles_errors
     async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
-        n = len(request.candidates)
+        cands = request.candidates
+        item_ids = list(cands.item_ids)
+        n = len(item_ids)
         if not 1 <= n <= MAX_CANDIDATES:
             raise InvalidArgument("candidates", f"must hold 1 to {MAX_CANDIDATES} candidates, got {n}")
+        if (got := len(cands.scores)) != n:
+            raise InvalidArgument("candidates.scores", f"must have one score per item id ({n}), got {got}")
         user = self.online.user_features(request.user.user_id) if request.user.user_id else {}
         # Request-time history is fresher than the materialized one; use both.
         recent = list(request.user.recent_item_ids) + list(user.get("recent_item_ids") or [])
         profile = category_profile(recent[:50], self.items.features)
-        feats = [self.items.get(c.item_id) for c in request.candidates]
-        scored = self.scorer.score([c.score for c in request.candidates], feats, profile, self.items.max_popularity)
-        # Parts travel as packed doubles named once per response: a proto map per candidate
-        # was the largest cost of this call.
+        feats = [self.items.get(i) for i in item_ids]
+        scored = self.scorer.score(list(cands.scores), feats, profile, self.items.max_popularity)
         return pb.RankResponse(
-            candidates=[
-                pb.RankedCandidate(candidate=request.candidates[s.index], score=s.score, score_parts=s.parts.values())
-                for s in scored
-            ],
+            order=[s.index for s in scored],
+            scores=[s.score for s in scored],
+            score_part_names=list(scored[0].parts),
+            score_parts=[v for s in scored for v in s.parts.values()],
             model_version=self.scorer.version,
-            score_part_names=scored[0].parts.keys(),
         )
 
 

@@ -33,8 +33,7 @@ def two_tower(
         return []
     n = min(len(arts.item_ids), k + len(exclude))
     scores, rows = arts.index.search(query.reshape(1, -1).astype(np.float32), n)
-    found = [(int(r), float(s)) for r, s in zip(rows[0], scores[0], strict=True) if r >= 0]
-    found = [(r, s) for r, s in found if arts.item_ids[r] not in exclude][:k]
+    found = _keep(arts, rows[0], scores[0], exclude, k)
     if not found:
         return []
     anchors = _anchors(arts, [r for r, _ in found], recent_item_ids)
@@ -42,6 +41,20 @@ def two_tower(
         Candidate(arts.item_ids[r], s, "two_tower", anchor)
         for (r, s), anchor in zip(found, anchors, strict=True)
     ]
+
+
+def _keep(
+    arts: ModelArtifacts, rows: np.ndarray, scores: np.ndarray, exclude: Collection[str], k: int
+) -> list[tuple[int, float]]:
+    """The first k (row, score) pairs of a FAISS result that are real rows and not excluded."""
+    ids = arts.item_ids
+    out: list[tuple[int, float]] = []
+    for r, s in zip(rows.tolist(), scores.tolist(), strict=True):
+        if r >= 0 and ids[r] not in exclude:
+            out.append((r, s))
+            if len(out) == k:
+                break
+    return out
 
 
 def _anchors(arts: ModelArtifacts, rows: list[int], recent_item_ids: list[str]) -> list[str]:
@@ -61,12 +74,8 @@ def similar_items(arts: ModelArtifacts, item_id: str, k: int, exclude: Collectio
     skip = set(exclude) | {item_id}
     n = min(len(arts.item_ids), k + len(skip))
     scores, rows = arts.index.search(arts.item_embeddings[row : row + 1], n)
-    out = [
-        Candidate(arts.item_ids[r], float(s), "similar_items", item_id)
-        for r, s in zip(rows[0], scores[0], strict=True)
-        if r >= 0 and arts.item_ids[r] not in skip
-    ]
-    return out[:k]
+    found = _keep(arts, rows[0], scores[0], skip, k)
+    return [Candidate(arts.item_ids[r], s, "similar_items", item_id) for r, s in found]
 
 
 def popular(arts: ModelArtifacts, k: int, exclude: Collection[str]) -> list[Candidate]:

@@ -11,6 +11,7 @@ from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys.config import Settings
 from recsys.grpc_server import handles_errors, serve
+from retrieval.candidates import Candidate
 from retrieval.retriever import Retriever, SourceSpec
 
 log = logging.getLogger(__name__)
@@ -31,13 +32,14 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             k=request.k,
             item_id=request.item_id,
         )
-        return pb.RetrieveResponse(
-            candidates=[
-                pb.Candidate(item_id=c.item_id, score=c.score, source=c.source, anchor_item_id=c.anchor_item_id)
-                for c in found
-            ],
-            model_version=self.retriever.version,
-        )
+        return pb.RetrieveResponse(candidates=to_candidate_list(found), model_version=self.retriever.version)
+
+
+def to_candidate_list(found: list[Candidate]) -> pb.CandidateList:
+    return pb.CandidateList(
+        item_ids=[c.item_id for c in found], scores=[c.score for c in found],
+        sources=[c.source for c in found], anchor_item_ids=[c.anchor_item_id for c in found],
+    )
 
 
 async def run(settings: Settings) -> None:

@@ -227,7 +227,7 @@ def test_internal_services_validate_too(stack: Settings) -> None:
             stub.Retrieve(pb.RetrieveRequest(k=10, sources=[pb.SourceRequest(name="magic", k=5)]), timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sources[0].name" in err.value.details()
         ok = stub.Retrieve(pb.RetrieveRequest(k=10, user=pb.UserContext(recent_item_ids=["50"])), timeout=5)
-        assert len(ok.candidates) == 10
+        assert len(ok.candidates.item_ids) == 10 and len(ok.candidates.anchor_item_ids) == 10
     with grpc.insecure_channel(stack.ranking_addr) as channel:
         with pytest.raises(grpc.RpcError) as err:
             pb_grpc.RankingStub(channel).Rank(pb.RankRequest(), timeout=5)
