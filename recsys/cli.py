@@ -8,6 +8,7 @@ stops the services and those servers.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from pathlib import Path
@@ -96,6 +97,11 @@ def _train(settings: Settings, epochs: int | None = None) -> Path:
     dataset = load_postgres(settings.database_url)
     _say(f"training on {dataset.summary()}")
     version_dir = train_and_export(dataset, settings.artifacts_dir, config)
+    metrics = json.loads((version_dir / "manifest.json").read_text()).get("metrics", {})
+    for model in ("two_tower", "popularity"):
+        if model in metrics:
+            shown = ", ".join(f"{k} {v:.3f}" for k, v in metrics[model].items())
+            _say(f"held-out last item per user, {model}: {shown}")
     _say(f"artifacts: {version_dir}")
     return version_dir
 
