@@ -9,13 +9,20 @@ session flushes and uses (default db 9).
 from __future__ import annotations
 
 import os
+import socket
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
 
+import grpc
 import psycopg
 import pytest
 import redis
 
+from protos import recsys_pb2_grpc as pb_grpc
+from recsys import processes
+from recsys.config import ROOT, Settings
 from storage.db import migrate
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -28,17 +35,26 @@ def _with_dbname(url: str, dbname: str) -> str:
     return psycopg.conninfo.make_conninfo(**info)
 
 
-@pytest.fixture(scope="session")
-def database_url() -> Iterator[str]:
-    """A new, migrated database for this test session; dropped afterwards."""
+@contextmanager
+def fresh_database() -> Iterator[str]:
+    """A new, migrated database; dropped afterwards."""
     name = f"recsys_test_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     url = _with_dbname(ADMIN_URL, name)
     migrate(url)
-    yield url
-    with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    try:
+        yield url
+    finally:
+        with psycopg.connect(ADMIN_URL, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """A new, migrated database for this test session's modules that write their own rows."""
+    with fresh_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +63,49 @@ def redis_url() -> str:
     client.flushdb()
     client.close()
     return TEST_REDIS_URL
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """MovieLens-100K loaded, a model trained (2 epochs), features materialized, the three services running.
+
+    It has a database of its own (other modules write rows of their own into `database_url`)."""
+    with fresh_database() as database_url:
+        yield from _running_stack(database_url, redis_url, tmp_path_factory)
+
+
+def _running_stack(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    from feature_store import store
+    from storage.bulk import load_frames
+    from training import movielens
+    from training.dataset import load_postgres
+    from training.pipeline import train_and_export
+    from training.train import TrainConfig
+
+    tmp = tmp_path_factory.mktemp("stack")
+    settings = Settings(
+        database_url=database_url, redis_url=redis_url, data_dir=ROOT / "data",
+        artifacts_dir=tmp / "artifacts", var_dir=tmp / "var", feast_project=f"t{uuid.uuid4().hex[:8]}",
+        orchestrator_addr=f"127.0.0.1:{free_port()}", retrieval_addr=f"127.0.0.1:{free_port()}",
+        ranking_addr=f"127.0.0.1:{free_port()}",
+    )
+    ds = movielens.load(movielens.fetch(settings.data_dir))
+    load_frames(database_url, ds.users, ds.items, ds.interactions, replace=True)
+    train_and_export(load_postgres(database_url), settings.artifacts_dir, replace(TrainConfig(), epochs=2))
+    store.apply(settings)
+    store.materialize(settings)
+    processes.start_all(settings)
+    yield settings
+    processes.stop_all(settings)
+
+
+@pytest.fixture(scope="session")
+def api(stack: Settings) -> Iterator[pb_grpc.RecommenderStub]:
+    with grpc.insecure_channel(stack.orchestrator_addr) as channel:
+        yield pb_grpc.RecommenderStub(channel)

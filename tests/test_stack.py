@@ -3,10 +3,8 @@ model, Feast features in Redis, and the three services as separate processes."""
 
 from __future__ import annotations
 
-import socket
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -20,48 +18,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
-from recsys.config import ROOT, Settings
+from recsys.config import Settings
 from storage import cache
+from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def stack(database_url: str, redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    from feature_store import store
-    from storage.bulk import load_frames
-    from training import movielens
-    from training.dataset import load_postgres
-    from training.pipeline import train_and_export
-    from training.train import TrainConfig
-
-    tmp = tmp_path_factory.mktemp("stack")
-    settings = Settings(
-        database_url=database_url, redis_url=redis_url, data_dir=ROOT / "data",
-        artifacts_dir=tmp / "artifacts", var_dir=tmp / "var", feast_project=f"t{uuid.uuid4().hex[:8]}",
-        orchestrator_addr=f"127.0.0.1:{_free_port()}", retrieval_addr=f"127.0.0.1:{_free_port()}",
-        ranking_addr=f"127.0.0.1:{_free_port()}",
-    )
-    ds = movielens.load(movielens.fetch(settings.data_dir))
-    load_frames(database_url, ds.users, ds.items, ds.interactions, replace=True)
-    train_and_export(load_postgres(database_url), settings.artifacts_dir, replace(TrainConfig(), epochs=2))
-    store.apply(settings)
-    store.materialize(settings)
-    processes.start_all(settings)
-    yield settings
-    processes.stop_all(settings)
-
-
-@pytest.fixture(scope="module")
-def api(stack: Settings) -> Iterator[pb_grpc.RecommenderStub]:
-    with grpc.insecure_channel(stack.orchestrator_addr) as channel:
-        yield pb_grpc.RecommenderStub(channel)
 
 
 def _rated(database_url: str, user_id: str) -> set[str]:
@@ -236,7 +197,7 @@ def test_internal_services_validate_too(stack: Settings) -> None:
 
 def test_services_shut_down_cleanly_on_sigterm(stack: Settings, tmp_path: Path) -> None:
     # A second retrieval process on its own port: SIGTERM stops it with exit code 0.
-    extra = replace(stack, retrieval_addr=f"127.0.0.1:{_free_port()}", var_dir=tmp_path)
+    extra = replace(stack, retrieval_addr=f"127.0.0.1:{free_port()}", var_dir=tmp_path)
     proc = processes.start(extra, "retrieval")
     assert processes.stop(extra, "retrieval")
     assert proc.wait(timeout=15) == 0
