@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import psycopg
+from psycopg.rows import dict_row
 
 from feature_store.schema import (
     INTERACTION_TYPES,
@@ -24,7 +25,7 @@ _LOCK_ID = 727275  # serializes concurrent builds (migrations use 727274)
 
 _COUNT_COLUMNS = ",\n    ".join(f"count_{t} bigint NOT NULL" for t in INTERACTION_TYPES)
 _COUNT_EXPRS = ",\n        ".join(f"count(*) FILTER (WHERE type = '{t}') AS count_{t}" for t in INTERACTION_TYPES)
-_COUNT_SELECT = ",\n    ".join(f"coalesce(c.count_{t}, 0)" for t in INTERACTION_TYPES)
+_COUNT_SELECT = ",\n    ".join(f"coalesce(c.count_{t}, 0) AS count_{t}" for t in INTERACTION_TYPES)
 
 _CREATE_USER = f"""
 CREATE TABLE {USER_TABLE} (
@@ -37,12 +38,12 @@ CREATE TABLE {USER_TABLE} (
 )"""
 
 # An item seen several times appears once, at the position of its latest interaction;
-# ties on ts go to the later-inserted row.
-_FILL_USER = f"""
-INSERT INTO {USER_TABLE}
+# ties on ts go to the later-inserted row. {only} restricts to a set of users (the
+# real-time push worker recomputes just the users it saw events for).
+_USER_SELECT = f"""
 WITH last_touch AS (
     SELECT DISTINCT ON (user_id, item_id) user_id, item_id, ts, interaction_id
-    FROM interactions
+    FROM interactions {{only}}
     ORDER BY user_id, item_id, ts DESC, interaction_id DESC
 ), ranked AS (
     SELECT user_id, item_id,
@@ -56,18 +57,31 @@ WITH last_touch AS (
         count(*) AS n_interactions,
         {_COUNT_EXPRS},
         avg(value) FILTER (WHERE type = 'rating') AS avg_rating
-    FROM interactions GROUP BY user_id
+    FROM interactions {{only}} GROUP BY user_id
 )
 SELECT u.user_id,
-    coalesce(r.item_ids, '{{}}'::text[]),
-    coalesce(c.n_interactions, 0),
+    coalesce(r.item_ids, '{{{{}}}}'::text[]) AS recent_item_ids,
+    coalesce(c.n_interactions, 0) AS n_interactions,
     {_COUNT_SELECT},
-    coalesce(c.avg_rating, 0.0),
-    %(as_of)s
+    coalesce(c.avg_rating, 0.0) AS avg_rating,
+    %(as_of)s::timestamptz AS {TIMESTAMP_FIELD}
 FROM users u
 LEFT JOIN recent r USING (user_id)
 LEFT JOIN counts c USING (user_id)
+{{only_users}}
 """
+_FILL_USER = f"INSERT INTO {USER_TABLE} " + _USER_SELECT.format(only="", only_users="")
+_SELECT_SOME_USERS = _USER_SELECT.format(
+    only="WHERE user_id = ANY(%(users)s)", only_users="WHERE u.user_id = ANY(%(users)s)"
+)
+
+
+def user_feature_rows(conn: psycopg.Connection, user_ids: list[str], as_of: datetime) -> list[dict[str, object]]:
+    """The user feature rows of some users, computed as materialization computes them."""
+    cur = conn.cursor(row_factory=dict_row)
+    cur.execute(_SELECT_SOME_USERS, {"users": user_ids, "limit": RECENT_ITEMS_LIMIT, "as_of": as_of})
+    return cur.fetchall()
+
 
 _CREATE_ITEM = f"""
 CREATE TABLE {ITEM_TABLE} (

@@ -1,5 +1,6 @@
-"""LogInteractions: validate each interaction, store the valid ones durably, then
-invalidate the affected users' cached recommendations.
+"""LogInteractions: validate each interaction, store the valid ones durably, publish them
+to the interactions stream, and invalidate the cached recommendations of users with
+strong events.
 
 Per-interaction status: a batch with some bad entries still stores every valid one;
 each entry's result says accepted, or why not (naming the field). The call fails as
@@ -18,10 +19,11 @@ from orchestrator.convert import INTERACTION_TYPES, from_timestamp
 from orchestrator.validation import check_batch, check_finite, check_id
 from protos import recsys_pb2 as pb
 from recsys.errors import InvalidArgument
-from storage import cache
+from storage import cache, streams
 from storage.interactions import insert_interactions
 from storage.items import existing_item_ids
 from storage.records import InteractionRecord
+from storage.streams import Event, StrongEvents
 from storage.users import ensure_users
 
 log = logging.getLogger(__name__)
@@ -51,7 +53,7 @@ def interaction_from_pb(msg: pb.Interaction, field: str, now: datetime) -> Inter
 
 
 async def log_interactions(
-    pool: AsyncConnectionPool, redis: Redis, batch: list[pb.Interaction]
+    pool: AsyncConnectionPool, redis: Redis, batch: list[pb.Interaction], strong: StrongEvents
 ) -> pb.LogInteractionsResponse:
     check_batch("interactions", len(batch))
     now = datetime.now(UTC)
@@ -81,11 +83,16 @@ async def log_interactions(
                     results[i].accepted = True
                     results[i].interaction_id = str(interaction_id)
 
-    # Durable first, then invalidate: the next Recommend recomputes with the new history.
-    for user_id in {r.user_id for _, r in stored}:
-        try:
+    # Durable first; then the stream (the worker pushes features to Feast) and, on strong
+    # events, invalidation: the next Recommend recomputes with the new history. Redis
+    # trouble here loses nothing: the worker's sweep catches up from PostgreSQL.
+    events = [Event(results[i].interaction_id, r.user_id, r.item_id, r.type, r.value) for i, r in stored]
+    try:
+        await streams.publish(redis, events)
+        strong_users = {e.user_id for e in events if e in strong}
+        for user_id in strong_users:
             await cache.invalidate_user(redis, user_id)
-        except Exception as exc:  # stored is stored; a stale cache expires by TTL
-            log.warning("cache invalidation failed for %s: %s", user_id, exc)
+    except Exception as exc:
+        log.warning("stream publish / cache invalidation failed: %s", exc)
     n_ok = len(stored)
     return pb.LogInteractionsResponse(accepted=n_ok, rejected=len(batch) - n_ok, results=results)

@@ -21,6 +21,7 @@ from recsys.errors import InvalidArgument, NotFound
 from recsys.grpc_server import handles_errors, serve
 from storage.db import async_pool
 from storage.items import get_item, upsert_items
+from storage.streams import StrongEvents
 from storage.users import get_user, upsert_user
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, recommender: Recommender) -> None:
         self.rec = recommender
+        self.strong = StrongEvents.parse(recommender.settings.strong_events)
         self._background: set[asyncio.Task] = set()
 
     def _after(self, coro) -> None:  # noqa: ANN001
@@ -62,7 +64,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     async def LogInteractions(
         self, request: pb.LogInteractionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.LogInteractionsResponse:
-        return await log_interactions(self.rec.pool, self.rec.redis, list(request.interactions))
+        return await log_interactions(self.rec.pool, self.rec.redis, list(request.interactions), self.strong)
 
     @handles_errors
     async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.User:

@@ -134,9 +134,9 @@ def features_materialize() -> None:
 
 @app.command()
 def serve(
-    service: Annotated[str, typer.Argument(help="retrieval, ranking, orchestrator, or all (in the background)")],
+    service: Annotated[str, typer.Argument(help="retrieval, ranking, orchestrator, worker, or all")],
 ) -> None:
-    """Run a service in the foreground, or `all` three as background processes."""
+    """Run a service in the foreground, or `all` four as background processes."""
     from recsys import processes
 
     settings = _settings()
@@ -154,6 +154,8 @@ def serve(
         from retrieval.service import run
     elif service == "ranking":
         from ranking.service import run
+    elif service == "worker":
+        from feature_store.worker_service import run
     else:
         from orchestrator.service import run
     asyncio.run(run(settings))
@@ -180,6 +182,7 @@ The stack is running:
   Recommender API (public)  {settings.orchestrator_addr}   e.g. `recsys recommend 1`
   Retrieval (internal)      {settings.retrieval_addr}
   Ranking (internal)        {settings.ranking_addr}
+  Real-time worker (health) {settings.worker_addr}
   PostgreSQL                {settings.database_url}
   Redis                     {settings.redis_url}
   logs                      {settings.var_dir / 'log'}

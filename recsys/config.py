@@ -34,8 +34,11 @@ class Settings:
     orchestrator_addr: str = "127.0.0.1:50051"
     retrieval_addr: str = "127.0.0.1:50052"
     ranking_addr: str = "127.0.0.1:50053"
+    worker_addr: str = "127.0.0.1:50054"  # the real-time worker's health endpoint
     # Recommend cache TTL in seconds.
     cache_ttl_s: int = 1800
+    # Interactions that invalidate the user's cached recommendations.
+    strong_events: str = "purchase,add_to_cart,like,rating>=4"
     # Per-downstream-call timeouts (seconds), capped by the caller's deadline.
     retrieval_timeout_s: float = 0.5
     ranking_timeout_s: float = 0.5
@@ -52,7 +55,9 @@ class Settings:
             orchestrator_addr=_env("RECSYS_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
             retrieval_addr=_env("RECSYS_RETRIEVAL_ADDR", "127.0.0.1:50052"),
             ranking_addr=_env("RECSYS_RANKING_ADDR", "127.0.0.1:50053"),
+            worker_addr=_env("RECSYS_WORKER_ADDR", "127.0.0.1:50054"),
             cache_ttl_s=int(_env("RECSYS_CACHE_TTL_S", "1800")),
+            strong_events=_env("RECSYS_STRONG_EVENTS", "purchase,add_to_cart,like,rating>=4"),
             retrieval_timeout_s=float(_env("RECSYS_RETRIEVAL_TIMEOUT_S", "0.5")),
             ranking_timeout_s=float(_env("RECSYS_RANKING_TIMEOUT_S", "0.5")),
         )
@@ -72,7 +77,9 @@ class Settings:
             "RECSYS_ORCHESTRATOR_ADDR": self.orchestrator_addr,
             "RECSYS_RETRIEVAL_ADDR": self.retrieval_addr,
             "RECSYS_RANKING_ADDR": self.ranking_addr,
+            "RECSYS_WORKER_ADDR": self.worker_addr,
             "RECSYS_CACHE_TTL_S": str(self.cache_ttl_s),
+            "RECSYS_STRONG_EVENTS": self.strong_events,
             "RECSYS_RETRIEVAL_TIMEOUT_S": str(self.retrieval_timeout_s),
             "RECSYS_RANKING_TIMEOUT_S": str(self.ranking_timeout_s),
         }

@@ -18,13 +18,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from recsys.config import ROOT, Settings
 
-# Start order matters: the orchestrator calls the other two.
-SERVICES = ("retrieval", "ranking", "orchestrator")
+# Start order matters: the orchestrator calls retrieval and ranking.
+SERVICES = ("retrieval", "ranking", "orchestrator", "worker")
 
 
 def address(settings: Settings, name: str) -> str:
     return {"retrieval": settings.retrieval_addr, "ranking": settings.ranking_addr,
-            "orchestrator": settings.orchestrator_addr}[name]
+            "orchestrator": settings.orchestrator_addr, "worker": settings.worker_addr}[name]
 
 
 def _pid_file(settings: Settings, name: str) -> Path:

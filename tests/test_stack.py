@@ -57,9 +57,9 @@ def test_logged_interactions_change_the_next_answer(api: pb_grpc.RecommenderStub
     again = api.Recommend(pb.RecommendRequest(user_id=user, k=10), timeout=10)
     assert _ids(again) == _ids(first)
 
-    clicked = _ids(first)[:3]
+    clicked = _ids(first)[:3]  # purchases: strong events invalidate the cache
     logged = api.LogInteractions(pb.LogInteractionsRequest(interactions=[
-        pb.Interaction(user_id=user, item_id=i, type=pb.CLICK) for i in clicked
+        pb.Interaction(user_id=user, item_id=i, type=pb.PURCHASE) for i in clicked
     ]), timeout=10)
     assert logged.accepted == 3 and logged.rejected == 0
     assert not r.exists(cache.user_key(user)), "LogInteractions did not invalidate the cache"

@@ -1,0 +1,29 @@
+"""The real-time worker as a service process: the push loop in a thread, a gRPC health
+endpoint beside it (so it is started, watched and stopped like the other services)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+
+from feature_store.push_worker import PushWorker
+from recsys.config import Settings
+from recsys.grpc_server import serve
+
+log = logging.getLogger(__name__)
+
+
+async def run(settings: Settings) -> None:
+    worker = await asyncio.to_thread(PushWorker, settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,), name="push-worker", daemon=True)
+    thread.start()
+
+    async def shutdown() -> None:
+        stop.set()
+        await asyncio.to_thread(thread.join, 10)
+        worker.close()
+        log.info("worker stopped after %d stream entries", worker.processed)
+
+    await serve(settings.worker_addr, [], lambda server: None, on_shutdown=shutdown)

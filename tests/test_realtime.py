@@ -1,0 +1,102 @@
+"""The learning path in real time: LogInteractions -> stream -> worker -> Feast online
+store; strong events invalidate the cache; a killed worker loses nothing."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+
+from feature_store.store import OnlineFeatures
+from protos import recsys_pb2 as pb
+from protos import recsys_pb2_grpc as pb_grpc
+from recsys import processes
+from recsys.config import Settings
+from storage import cache
+from storage.streams import Event, StrongEvents
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def online(stack: Settings) -> Iterator[OnlineFeatures]:
+    features = OnlineFeatures(stack)
+    yield features
+    features.close()
+
+
+def _eventually(check: Callable[[], bool], timeout_s: float = 10.0) -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if check():
+            return time.monotonic() - start
+        time.sleep(0.05)
+    raise AssertionError(f"not true within {timeout_s} s")
+
+
+def _log(api: pb_grpc.RecommenderStub, user: str, item: str, kind: int, value: float = 0) -> None:
+    resp = api.LogInteractions(pb.LogInteractionsRequest(interactions=[
+        pb.Interaction(user_id=user, item_id=item, type=kind, value=value)]), timeout=10)
+    assert resp.accepted == 1, resp
+
+
+def test_strong_event_rule() -> None:
+    strong = StrongEvents.parse("purchase,add_to_cart,rating>=4")
+    assert Event("1", "u", "i", "purchase", 1) in strong
+    assert Event("1", "u", "i", "view", 1) not in strong
+    assert Event("1", "u", "i", "rating", 4) in strong and Event("1", "u", "i", "rating", 3.5) not in strong
+
+
+def test_interactions_reach_the_online_store_through_the_worker(
+    api: pb_grpc.RecommenderStub, online: OnlineFeatures
+) -> None:
+    user = "33"
+    before = online.user_features(user)
+    _log(api, user, "1", pb.VIEW)
+    took = _eventually(lambda: online.user_features(user)["recent_item_ids"][:1] == ["1"])
+    after = online.user_features(user)
+    assert after["count_view"] == before["count_view"] + 1
+    assert after["n_interactions"] == before["n_interactions"] + 1
+    assert took < 5
+
+
+def test_weak_events_keep_the_cached_answer_strong_events_replace_it(
+    api: pb_grpc.RecommenderStub, stack: Settings
+) -> None:
+    user = "44"
+    r = redis.Redis.from_url(stack.redis_url)
+    first = api.Recommend(pb.RecommendRequest(user_id=user, k=5), timeout=10)
+    _eventually(lambda: bool(r.exists(cache.user_key(user))))
+    top = first.items[0].item_id
+    _log(api, user, top, pb.VIEW)
+    time.sleep(1.0)  # give the worker time to (not) invalidate
+    assert r.exists(cache.user_key(user)), "a view must not invalidate the cache"
+    cached = api.Recommend(pb.RecommendRequest(user_id=user, k=5), timeout=10)
+    assert [i.item_id for i in cached.items] == [i.item_id for i in first.items]
+
+    _log(api, user, top, pb.RATING, 5)
+    assert not r.exists(cache.user_key(user))
+    fresh = api.Recommend(pb.RecommendRequest(user_id=user, k=5), timeout=10)
+    assert top not in [i.item_id for i in fresh.items]
+
+
+def test_no_acknowledged_interaction_is_lost_when_the_worker_is_killed(
+    api: pb_grpc.RecommenderStub, online: OnlineFeatures, stack: Settings
+) -> None:
+    import os
+    import signal
+
+    pid = int((stack.var_dir / "run" / "worker.pid").read_text())
+    os.kill(pid, signal.SIGKILL)
+    _eventually(lambda: not processes.is_serving(stack.worker_addr, 0.2))
+    user = f"rt-{uuid.uuid4().hex[:8]}"
+    for item in ("50", "172", "181"):  # acknowledged while no worker runs
+        _log(api, user, item, pb.CLICK)
+    time.sleep(0.5)
+    assert online.user_features(user)["n_interactions"] == 0
+    processes.start(stack, "worker")
+    _eventually(lambda: online.user_features(user)["n_interactions"] == 3)
+    assert online.user_features(user)["recent_item_ids"] == ["181", "172", "50"]
