@@ -79,8 +79,8 @@ def select(
     reserved = min(math.floor(promotions.reserved_share * k), n_free)
     promoted = [j for j in pool if ids[j] in promotions.item_ids]
     chosen = _greedy(ids, rel, promoted, min(reserved, len(promoted)), item, diversity, [])
-    rest = [j for j in pool if j not in set(chosen)]
-    chosen = _greedy(ids, rel, rest, n_free - len(chosen), item, diversity, chosen)
+    taken = set(chosen)
+    chosen += _greedy(ids, rel, [j for j in pool if j not in taken], n_free - len(chosen), item, diversity, chosen)
     chosen.sort(key=lambda j: -rel[j])  # reserved slots interleave by score, not at the top
     return _pin(ids, chosen, promotions.pinned, k)
 
