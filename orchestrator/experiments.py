@@ -1,4 +1,5 @@
-"""A/B experiments: definitions from a TOML file, deterministic bucketing by hashing.
+"""A/B experiments: definitions from the config file (orchestrator/config.py), deterministic
+bucketing by hashing.
 
     [[experiment]]
     name = "ranker"
@@ -21,9 +22,7 @@ tune the pipeline (see orchestrator.recommend.PipelineParams).
 from __future__ import annotations
 
 import hashlib
-import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from recsys.errors import InvalidArgument
@@ -116,11 +115,3 @@ def parse(data: dict[str, Any], source: str = "experiments") -> list[Experiment]
             raise ValueError(f"{where}.variant: shares must be >= 0 and add up to 1")
         out.append(Experiment(name, str(raw.get("salt", name)), variants, tuple(raw.get("surfaces", ()))))
     return out
-
-
-def load(path: Path | None) -> Experiments:
-    """Experiments from a TOML file; none configured (no path, or no file) means everyone is control."""
-    if path is None or not path.exists():
-        return Experiments([])
-    with path.open("rb") as f:
-        return Experiments(parse(tomllib.load(f), str(path)))

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 from orchestrator.catalog import Catalog
+from orchestrator.filter_expr import Filter
 from protos import recsys_pb2 as pb
 
 T = TypeVar("T")
 Rule = tuple[str, Callable[[str], bool]]
 
 
-def request_rules(filters: pb.Filters, seen: set[str], catalog: Catalog) -> list[Rule]:
-    """Rules for one request: the catalogue's status, the user's history, and the request's filters."""
+def request_rules(
+    filters: pb.Filters, seen: set[str], catalog: Catalog, expression: Filter | None = None,
+    interactions: Mapping[str, set[str]] | None = None,
+) -> list[Rule]:
+    """Rules for one request: the catalogue's status, the user's history, the request's filters
+    and its filter expression (which may look at the user's interaction types per item)."""
     rules: list[Rule] = [("inactive", catalog.is_active)]
     if seen and not filters.include_seen:
         rules.append(("seen", lambda i: i not in seen))
@@ -32,6 +37,9 @@ def request_rules(filters: pb.Filters, seen: set[str], catalog: Catalog) -> list
     if filters.HasField("max_price"):
         hi = filters.max_price
         rules.append(("max_price", lambda i: catalog.items[i].price is None or catalog.items[i].price <= hi))
+    if expression is not None:
+        history = interactions or {}
+        rules.append(("expression", lambda i: expression.keep(catalog.items[i], history.get(i, set()))))
     return rules
 
 

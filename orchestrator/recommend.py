@@ -17,26 +17,28 @@ import grpc
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from orchestrator import filter_expr, selection
 from orchestrator import filters as flt
 from orchestrator.catalog import Catalog
+from orchestrator.config import OrchestratorConfig, PipelineParams
 from orchestrator.convert import item_to_pb
 from orchestrator.exposures import ExposureLog
 from orchestrator.reasons import reason
+from orchestrator.selection import Diversity, Promotions
 from orchestrator.trace import Trace
-from orchestrator.validation import check_id, check_k
+from orchestrator.validation import check_id, check_k, request_params
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys.config import Settings
 from recsys.errors import InvalidArgument, NotFound
 from storage import cache
-from storage.interactions import user_history
+from storage.interactions import user_history, user_history_with_types
 from storage.users import get_user
 
 log = logging.getLogger(__name__)
 
 HISTORY_LIMIT = 1000  # seen-filter horizon
 RECENT_FOR_MODEL = 50  # the user tower's window
-DEFAULT_VARIANT = "control"
 DEADLINE_MARGIN_S = 0.005  # leave time to answer after the last downstream call
 
 Remaining = Callable[[], float | None]
@@ -67,8 +69,35 @@ class Ranked:
     def __len__(self) -> int:
         return len(self.order)
 
+    def add_missing(self, item_ids: list[str], source: str) -> None:
+        """Append items that are not candidates yet (promoted, pinned), scored at the bottom."""
+        present = set(self.item_ids)
+        floor = min(self.scores, default=0.0)
+        for item_id in item_ids:
+            if item_id in present:
+                continue
+            present.add(item_id)
+            self.item_ids.append(item_id)
+            self.sources.append(source)
+            self.anchors.append("")
+            self.order.append(len(self.item_ids) - 1)
+            self.scores.append(floor)
+            self.parts.extend([0.0] * len(self.part_names))
+
     def item_id(self, p: int) -> str:
         return self.item_ids[self.order[p]]
+
+
+def _cache_field(req: pb.RecommendRequest, variant: str) -> str:
+    """The cache entry of a request shape: everything but the user (the hash key) and the request id."""
+    return cache.fingerprint(
+        req.context.surface or "home", variant, check_k(req.k),
+        *(m.SerializeToString(deterministic=True) for m in (req.filters, req.diversity, req.promotions)),
+    )
+
+
+def _business_items(params: PipelineParams, req: pb.RecommendRequest) -> list[str]:
+    return sorted(params.promoted | set(req.promotions.pinned.values()))
 
 
 def _timeout(configured: float, remaining: Remaining) -> float:
@@ -81,9 +110,10 @@ class Recommender:
     def __init__(
         self, settings: Settings, pool: AsyncConnectionPool, redis: Redis,
         retrieval: pb_grpc.RetrievalStub, ranking: pb_grpc.RankingStub, catalog: Catalog,
-        exposures: ExposureLog,
+        exposures: ExposureLog, config: OrchestratorConfig | None = None,
     ) -> None:
         self.settings = settings
+        self.config = config or OrchestratorConfig()
         self.pool = pool
         self.redis = redis
         self.retrieval = retrieval
@@ -98,14 +128,15 @@ class Recommender:
         k = check_k(req.k)
         if req.request_id:
             check_id("request_id", req.request_id)
+        expression = filter_expr.parse(req.filters.expression) if req.filters.expression else None
         request_id = req.request_id or uuid.uuid4().hex
         surface = req.context.surface or "home"
-        variant = req.experiment_variant or DEFAULT_VARIANT
+        assignment = self.config.experiments.assign(user_id, surface, req.experiment_variant)
+        params = request_params(self.config.surface(surface), assignment.params, req)
         trace = Trace()
-        cache_field = cache.fingerprint(surface, variant, k, req.filters.SerializeToString(deterministic=True))
 
         with trace.stage("cache_lookup") as st:
-            cached = await self._cache_get(user_id, cache_field, trace, st)
+            cached = await self._cache_get(user_id, _cache_field(req, assignment.label), trace, st)
         if cached is not None and not req.debug:
             cached.request_id = request_id
             return cached
@@ -113,9 +144,10 @@ class Recommender:
         with trace.stage("hydrate") as st:
             profile, history = await self._hydrate(user_id, trace, st)
             st.candidates_out = len(history)
-        seen = set(history) if not req.filters.include_seen else set()
+        types_by_item = dict(history)
+        seen = set() if req.filters.include_seen else {i for i, t in history if not t.isdisjoint(params.seen_types)}
         user_ctx = pb.UserContext(
-            user_id=user_id, recent_item_ids=history[:RECENT_FOR_MODEL],
+            user_id=user_id, recent_item_ids=[i for i, _ in history[:RECENT_FOR_MODEL]],
             attributes={key: str(v) for key, v in profile.items() if v is not None and v != ""},
         )
         # Ask for more than k: filters and selection remove some.
@@ -126,19 +158,29 @@ class Recommender:
             found, model_version = await self._retrieve(request, remaining, trace, st)
             st.candidates_out = len(found.item_ids)
         with trace.stage("rank", len(found.item_ids)) as st:
-            ranked = await self._rank(request_id, user_ctx, found, req.context, remaining, trace, st)
+            if params.ranker:
+                ranked = await self._rank(request_id, user_ctx, found, req.context, remaining, trace, st)
+            else:
+                ranked, st.note = Ranked.unranked(found), "skipped: ranker off for this variant"
+            ranked.add_missing(_business_items(params, req), "promoted")
             st.candidates_out = len(ranked)
         with trace.stage("filter", len(ranked)) as st:
-            rules = flt.request_rules(req.filters, seen, self.catalog)
+            rules = flt.request_rules(req.filters, seen, self.catalog, expression, types_by_item)
             kept, removed = flt.apply_rules(range(len(ranked)), ranked.item_id, rules)
             st.removed.update(removed)
             st.candidates_out = len(kept)
         with trace.stage("select", len(kept)) as st:
-            chosen = kept[:k]
+            picked = selection.select(
+                [ranked.item_id(p) for p in kept], [ranked.scores[p] for p in kept], k, self.catalog.get,
+                Diversity(params.mmr_lambda, params.max_per_category, params.max_per_price_band),
+                Promotions(params.promoted, params.promotion_boost, params.reserved_share,
+                           dict(req.promotions.pinned)),
+            )
+            chosen = [kept[j] for j in picked]
             st.candidates_out = len(chosen)
 
         response = pb.RecommendResponse(
-            request_id=request_id, model_version=model_version, experiment_variant=variant,
+            request_id=request_id, model_version=model_version, experiment_variant=assignment.label,
             degraded=bool(trace.degraded), degraded_reasons=trace.degraded,
             items=[self._decorate(ranked, p) for p in chosen],
         )
@@ -151,11 +193,9 @@ class Recommender:
         """Side effects once the answer is sent: cache write (healthy answers only), exposure log."""
         surface = req.context.surface or "home"
         if not response.degraded and not req.debug:
-            field_ = cache.fingerprint(surface, response.experiment_variant, check_k(req.k),
-                                       req.filters.SerializeToString(deterministic=True))
             try:
-                await cache.put(self.redis, req.user_id, field_, response.SerializeToString(),
-                                self.settings.cache_ttl_s)
+                await cache.put(self.redis, req.user_id, _cache_field(req, response.experiment_variant),
+                                response.SerializeToString(), self.settings.cache_ttl_s)
             except Exception as exc:  # a cache is optional
                 log.warning("cache write failed: %s", exc)
         self.exposures.add(response.request_id, req.user_id, surface, response.experiment_variant,
@@ -172,12 +212,14 @@ class Recommender:
         st.note = "hit" if raw else "miss"
         return pb.RecommendResponse.FromString(raw) if raw else None
 
-    async def _hydrate(self, user_id: str, trace: Trace, st: pb.StageTrace) -> tuple[dict, list[str]]:
-        """The user's demographics and history (most recent first) from PostgreSQL."""
+    async def _hydrate(
+        self, user_id: str, trace: Trace, st: pb.StageTrace
+    ) -> tuple[dict, list[tuple[str, set[str]]]]:
+        """The user's demographics and history (most recent first, with interaction types) from PostgreSQL."""
         try:
             async with self.pool.connection() as conn:
                 user = await get_user(conn, user_id)
-                history = await user_history(conn, user_id, HISTORY_LIMIT)
+                history = await user_history_with_types(conn, user_id, HISTORY_LIMIT)
         except Exception as exc:
             trace.degrade(st, f"user history unavailable: {type(exc).__name__}")
             return {}, []

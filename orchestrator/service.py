@@ -8,6 +8,7 @@ import logging
 import grpc
 from redis.asyncio import Redis
 
+from orchestrator import config
 from orchestrator.catalog import Catalog
 from orchestrator.convert import item_from_pb, item_to_pb, user_from_pb, user_to_pb
 from orchestrator.exposures import ExposureLog
@@ -119,7 +120,7 @@ async def run(settings: Settings) -> None:
     ranking_channel = grpc.aio.insecure_channel(settings.ranking_addr)
     recommender = Recommender(
         settings, pool, redis, pb_grpc.RetrievalStub(retrieval_channel), pb_grpc.RankingStub(ranking_channel), catalog,
-        exposures,
+        exposures, config.load(settings.config_path),
     )
 
     def register(server: grpc.aio.Server) -> None:

@@ -22,7 +22,9 @@ app = typer.Typer(help="A gRPC recommendation serving system.", no_args_is_help=
 data_app = typer.Typer(help="Fetch datasets and load them into PostgreSQL.", no_args_is_help=True)
 features_app = typer.Typer(help="The Feast feature store: register definitions, materialize.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+experiments_app = typer.Typer(help="A/B experiments: definitions and results.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+app.add_typer(experiments_app, name="experiments")
 
 
 def _settings(start_servers: bool = True) -> Settings:
@@ -127,6 +129,34 @@ def features_materialize() -> None:
     store.apply(settings)
     n = store.materialize(settings)
     _say(f"materialized ({n})")
+
+
+# ---------------------------------------------------------------------------- experiments
+
+
+@experiments_app.command("list")
+def experiments_list() -> None:
+    """The experiments in the config file (RECSYS_CONFIG), with their variants and shares."""
+    from orchestrator import config
+
+    settings = Settings.from_env()
+    exps = config.load(settings.config_path).experiments.experiments
+    if not exps:
+        _say(f"no experiments configured in {settings.config_path}")
+    for exp in exps:
+        typer.echo(f"{exp.name} (salt {exp.salt!r}, surfaces: {', '.join(exp.surfaces) or 'all'})")
+        for v in exp.variants:
+            typer.echo(f"  {v.name:<20} {v.share:>6.1%}  {v.params}")
+
+
+@experiments_app.command("report")
+def experiments_report(
+    experiment: Annotated[str | None, typer.Option(help="Only this experiment's variants")] = None,
+) -> None:
+    """Per variant: exposures, CTR and conversion with 95% intervals, and a significance test."""
+    from orchestrator.experiment_report import collect, render
+
+    typer.echo(render(collect(_settings().database_url, experiment)))
 
 
 # ---------------------------------------------------------------------------- serve

@@ -28,6 +28,8 @@ class Settings:
     data_dir: Path = ROOT / "data"
     artifacts_dir: Path = ROOT / "artifacts"
     var_dir: Path = ROOT / "var"  # embedded servers' data, pid files, service logs
+    # The orchestrator's surfaces and experiments (orchestrator/config.py); missing = defaults.
+    config_path: Path = ROOT / "config" / "recsys.toml"
     # Feast project name; its registry lives in var_dir.
     feast_project: str = "recsys"
     # Service addresses (host:port).
@@ -51,6 +53,7 @@ class Settings:
             data_dir=Path(_env("RECSYS_DATA_DIR", str(ROOT / "data"))),
             artifacts_dir=Path(_env("RECSYS_ARTIFACTS_DIR", str(ROOT / "artifacts"))),
             var_dir=Path(_env("RECSYS_VAR_DIR", str(ROOT / "var"))),
+            config_path=Path(_env("RECSYS_CONFIG", str(ROOT / "config" / "recsys.toml"))),
             feast_project=_env("RECSYS_FEAST_PROJECT", "recsys"),
             orchestrator_addr=_env("RECSYS_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
             retrieval_addr=_env("RECSYS_RETRIEVAL_ADDR", "127.0.0.1:50052"),
@@ -73,6 +76,7 @@ class Settings:
             "RECSYS_DATA_DIR": str(self.data_dir),
             "RECSYS_ARTIFACTS_DIR": str(self.artifacts_dir),
             "RECSYS_VAR_DIR": str(self.var_dir),
+            "RECSYS_CONFIG": str(self.config_path),
             "RECSYS_FEAST_PROJECT": self.feast_project,
             "RECSYS_ORCHESTRATOR_ADDR": self.orchestrator_addr,
             "RECSYS_RETRIEVAL_ADDR": self.retrieval_addr,

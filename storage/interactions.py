@@ -36,3 +36,13 @@ async def user_history(conn: AsyncConnection, user_id: str, limit: int = 1000) -
         (user_id, limit),
     )
     return [r["item_id"] for r in await cur.fetchall()]
+
+
+async def user_history_with_types(conn: AsyncConnection, user_id: str, limit: int = 1000) -> list[tuple[str, set[str]]]:
+    """The distinct items a user interacted with, most recent first, each with the interaction types seen."""
+    cur = await conn.execute(
+        """SELECT item_id, array_agg(DISTINCT type) AS types FROM interactions WHERE user_id = %s
+           GROUP BY item_id ORDER BY max(ts) DESC, item_id LIMIT %s""",
+        (user_id, limit),
+    )
+    return [(r["item_id"], set(r["types"])) for r in await cur.fetchall()]

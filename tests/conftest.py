@@ -71,6 +71,26 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+# Surfaces and an experiment for the stack's orchestrator; the experiment runs only on
+# its own surface so other tests see the plain "control" pipeline.
+STACK_CONFIG = """
+[surface.cart]
+seen_types = ["purchase"]
+
+[[experiment]]
+name = "ab"
+salt = "test"
+surfaces = ["ab_surface"]
+[[experiment.variant]]
+name = "control"
+share = 0.5
+[[experiment.variant]]
+name = "no_ranker"
+share = 0.5
+params = { ranker = false, mmr_lambda = 0.5 }
+"""
+
+
 @pytest.fixture(scope="session")
 def stack(redis_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """MovieLens-100K loaded, a model trained (2 epochs), features materialized, the three services running.
@@ -89,7 +109,9 @@ def _running_stack(database_url: str, redis_url: str, tmp_path_factory: pytest.T
     from training.train import TrainConfig
 
     tmp = tmp_path_factory.mktemp("stack")
+    (tmp / "recsys.toml").write_text(STACK_CONFIG)
     settings = Settings(
+        config_path=tmp / "recsys.toml",
         database_url=database_url, redis_url=redis_url, data_dir=ROOT / "data",
         artifacts_dir=tmp / "artifacts", var_dir=tmp / "var", feast_project=f"t{uuid.uuid4().hex[:8]}",
         orchestrator_addr=f"127.0.0.1:{free_port()}", retrieval_addr=f"127.0.0.1:{free_port()}",

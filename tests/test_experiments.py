@@ -3,12 +3,15 @@ report counting what was logged (real PostgreSQL)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import psycopg
 import pytest
 
 from orchestrator.experiment_report import collect, render, two_proportion_z, wilson
 from orchestrator.experiments import DEFAULT, Experiment, Experiments, Variant, parse
 from recsys.errors import InvalidArgument
+from tests.conftest import fresh_database
 
 EXP = Experiment("ranker", "s1", (Variant("control", 0.5), Variant("a", 0.3, {"ranker": False}),
                                   Variant("b", 0.2)), ("home",))
@@ -55,6 +58,13 @@ def test_statistics_on_known_values() -> None:
     z, p = two_proportion_z(100, 1000, 130, 1000)
     assert z == pytest.approx(2.1027, abs=1e-4) and p == pytest.approx(0.0355, abs=1e-4)
     assert two_proportion_z(10, 100, 10, 100) == (0.0, 1.0)
+
+
+@pytest.fixture
+def database_url() -> Iterator[str]:
+    """A database of this test's own: it writes rows the shared one must not see."""
+    with fresh_database() as url:
+        yield url
 
 
 def test_report_counts_what_was_logged(database_url: str) -> None:

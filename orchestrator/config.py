@@ -1,0 +1,84 @@
+"""The orchestrator's configuration file: per-surface pipeline defaults and A/B experiments.
+
+    # config/recsys.toml
+    [surface.default]
+    seen_types = ["view", "click", "add_to_cart", "purchase", "rating", "like"]
+    [surface.home]
+    mmr_lambda = 0.8
+    max_per_category = 4
+    [surface.cart]
+    seen_types = ["purchase"]          # what counts as "already seen" here
+    promoted = ["sku-1"]
+    promotion_boost = 0.2
+    [[experiment]]                       # see orchestrator/experiments.py
+    ...
+
+Precedence for one request: built-in defaults < [surface.default] < [surface.<name>] <
+the user's experiment variant params < the request's own options.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from orchestrator import experiments
+from storage.records import INTERACTION_TYPES
+
+
+@dataclass(frozen=True)
+class PipelineParams:
+    seen_types: frozenset[str] = frozenset(INTERACTION_TYPES)
+    ranker: bool = True  # False: serve retrieval order (an A/B arm, or ranking switched off)
+    mmr_lambda: float = 1.0
+    max_per_category: int = 0
+    max_per_price_band: int = 0
+    promoted: frozenset[str] = frozenset()
+    promotion_boost: float = 0.0
+    reserved_share: float = 0.0
+
+    def updated(self, values: dict[str, Any], where: str) -> PipelineParams:
+        known = {f.name: f for f in fields(self)}
+        changes: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"{where}: unknown setting {key!r}; known: {', '.join(known)}")
+            if key in ("seen_types", "promoted"):
+                value = frozenset(value)
+                if key == "seen_types" and not value <= set(INTERACTION_TYPES):
+                    raise ValueError(f"{where}.seen_types: unknown types {sorted(value - set(INTERACTION_TYPES))}")
+            changes[key] = value
+        return replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class OrchestratorConfig:
+    surfaces: dict[str, PipelineParams] = field(default_factory=dict)
+    experiments: experiments.Experiments = field(default_factory=lambda: experiments.Experiments([]))
+
+    def surface(self, name: str) -> PipelineParams:
+        return self.surfaces.get(name) or self.surfaces.get("default") or PipelineParams()
+
+
+def parse(data: dict[str, Any], source: str = "config") -> OrchestratorConfig:
+    raw_surfaces = data.get("surface", {})
+    base = PipelineParams().updated(raw_surfaces.get("default", {}), f"{source}: surface.default")
+    surfaces = {"default": base}
+    for name, values in raw_surfaces.items():
+        if name != "default":
+            surfaces[name] = base.updated(values, f"{source}: surface.{name}")
+    exps = experiments.parse(data, source)
+    for exp in exps:  # variant params are pipeline settings: reject unknown ones at load, not per request
+        for v in exp.variants:
+            base.updated(v.params, f"{source}: experiment {exp.name!r} variant {v.name!r} params")
+    return OrchestratorConfig(surfaces, experiments.Experiments(exps))
+
+
+def load(path: Path | None) -> OrchestratorConfig:
+    """The configuration in `path`; a missing file means all defaults."""
+    if path is None or not path.exists():
+        return OrchestratorConfig()
+    with path.open("rb") as f:
+        return parse(tomllib.load(f), str(path))
