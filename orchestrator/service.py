@@ -27,6 +27,14 @@ from storage.users import get_user, upsert_user
 
 log = logging.getLogger(__name__)
 
+# A restarted downstream is used again within a second: gRPC's default reconnect backoff
+# grows to minutes, and every request in between would be degraded.
+CHANNEL_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+]
+
 
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, recommender: Recommender) -> None:
@@ -116,8 +124,8 @@ async def run(settings: Settings) -> None:
     await catalog.refresh_popular()
     exposures = ExposureLog(pool)
     background = [asyncio.create_task(catalog.watch()), asyncio.create_task(exposures.run())]
-    retrieval_channel = grpc.aio.insecure_channel(settings.retrieval_addr)
-    ranking_channel = grpc.aio.insecure_channel(settings.ranking_addr)
+    retrieval_channel = grpc.aio.insecure_channel(settings.retrieval_addr, options=CHANNEL_OPTIONS)
+    ranking_channel = grpc.aio.insecure_channel(settings.ranking_addr, options=CHANNEL_OPTIONS)
     recommender = Recommender(
         settings, pool, redis, pb_grpc.RetrievalStub(retrieval_channel), pb_grpc.RankingStub(ranking_channel), catalog,
         exposures, config.load(settings.config_path),

@@ -24,7 +24,9 @@ features_app = typer.Typer(help="The Feast feature store: register definitions, 
 app.add_typer(data_app, name="data")
 experiments_app = typer.Typer(help="A/B experiments: definitions and results.", no_args_is_help=True)
 app.add_typer(features_app, name="features")
+batch_app = typer.Typer(help="Batch jobs over all users.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
+app.add_typer(batch_app, name="batch")
 
 
 def _settings(start_servers: bool = True) -> Settings:
@@ -157,6 +159,20 @@ def experiments_report(
     from orchestrator.experiment_report import collect, render
 
     typer.echo(render(collect(_settings().database_url, experiment)))
+
+
+@batch_app.command("precompute")
+def batch_precompute(
+    surface: Annotated[str, typer.Option(help="The surface to compute for")] = "home",
+    k: Annotated[int, typer.Option(help="Items per user")] = 50,
+    inactive_days: Annotated[int | None, typer.Option(help="Only users inactive this many days")] = None,
+) -> None:
+    """Recommendations for every user through the running Recommender, stored for the degraded path."""
+    from orchestrator.batch import precompute
+
+    settings = _settings()
+    n = precompute(settings.database_url, settings.orchestrator_addr, surface, k, inactive_days)
+    _say(f"precomputed {n} users for surface {surface!r} (and warmed their cache entries)")
 
 
 # ---------------------------------------------------------------------------- serve
