@@ -4,7 +4,7 @@ RECSYS  := .venv/bin/recsys
 STAMP   := .venv/.installed
 PROTOS  := protos/recsys_pb2.py
 
-.PHONY: setup protos data train features serve stop demo test lint bench loadtest clean
+.PHONY: setup protos data train features serve stop demo test lint bench bench-freshness loadtest clean
 
 setup: $(STAMP) $(PROTOS)
 
@@ -49,6 +49,10 @@ lint: setup
 
 bench: setup
 	$(PY) -m loadtest.bench
+
+# LogInteractions acknowledged -> Recommend and Feast features reflect it (stack running).
+bench-freshness: setup
+	$(PY) -m loadtest.freshness
 
 loadtest: setup
 	$(PY) -m loadtest.run
