@@ -1,0 +1,17 @@
+"""The baselines: most popular, user- and item-kNN, ALS, EASE, recency-weighted EASE, TF-IDF content."""
+
+from __future__ import annotations
+
+from training.evaluation.baselines import als, content, ease, knn, popular
+from training.evaluation.protocol import Family
+
+FAMILIES = [
+    Family("most-popular", popular.candidates, description="items by number of users, the same for everyone"),
+    Family("user-knn", knn.user_knn_candidates, description="cosine user-kNN over the binary matrix"),
+    Family("item-knn", knn.item_knn_candidates, description="cosine item-kNN over the binary matrix"),
+    Family("als", als.candidates, stochastic=True, description="implicit-feedback ALS (Hu et al. 2008)"),
+    Family("ease", ease.ease_candidates, description="EASE (Steck 2019)"),
+    Family("ease-recency", ease.recency_candidates,
+           description="EASE, history weighted 0.5^(age/half-life) at scoring time"),
+    Family("content-tfidf", content.candidates, description="TF-IDF of title, description, categories; cosine"),
+]
