@@ -25,6 +25,7 @@ from orchestrator.convert import item_to_pb
 from orchestrator.exposures import ExposureLog
 from orchestrator.reasons import reason
 from orchestrator.selection import Diversity, Promotions
+from orchestrator.stats import Stats
 from orchestrator.trace import Trace
 from orchestrator.validation import check_id, check_k, request_params
 from protos import recsys_pb2 as pb
@@ -33,10 +34,16 @@ from recsys.config import Settings
 from recsys.errors import InvalidArgument, NotFound
 from storage import cache
 from storage.interactions import user_history, user_history_with_types
+from storage.precomputed import get_precomputed
 from storage.users import get_user
+from training.segments import parse_segment
 
 log = logging.getLogger(__name__)
 
+SIMILAR_MODES = {"": ("similar_items", "content"), "similar": ("similar_items", "content"),
+                 "also_bought": ("also_bought",), "all": ("also_bought", "similar_items", "content")}
+ITEM_SOURCES = ("similar_items", "content", "also_bought")  # sources that know the anchor item
+TRENDING_WINDOWS = ("1h", "24h", "7d")
 HISTORY_LIMIT = 1000  # seen-filter horizon
 RECENT_FOR_MODEL = 50  # the user tower's window
 DEADLINE_MARGIN_S = 0.005  # leave time to answer after the last downstream call
@@ -96,6 +103,11 @@ def _cache_field(req: pb.RecommendRequest, variant: str) -> str:
     )
 
 
+def _candidates(scored: list[tuple[str, float]], source: str) -> pb.CandidateList:
+    return pb.CandidateList(item_ids=[i for i, _ in scored], scores=[s for _, s in scored],
+                            sources=[source] * len(scored), anchor_item_ids=[""] * len(scored))
+
+
 def _business_items(params: PipelineParams, req: pb.RecommendRequest) -> list[str]:
     return sorted(params.promoted | set(req.promotions.pinned.values()))
 
@@ -110,10 +122,11 @@ class Recommender:
     def __init__(
         self, settings: Settings, pool: AsyncConnectionPool, redis: Redis,
         retrieval: pb_grpc.RetrievalStub, ranking: pb_grpc.RankingStub, catalog: Catalog,
-        exposures: ExposureLog, config: OrchestratorConfig | None = None,
+        exposures: ExposureLog, config: OrchestratorConfig | None = None, stats: Stats | None = None,
     ) -> None:
         self.settings = settings
         self.config = config or OrchestratorConfig()
+        self.stats = stats or Stats(redis)
         self.pool = pool
         self.redis = redis
         self.retrieval = retrieval
@@ -137,6 +150,7 @@ class Recommender:
 
         with trace.stage("cache_lookup") as st:
             cached = await self._cache_get(user_id, _cache_field(req, assignment.label), trace, st)
+        self.stats.count("cache_hit" if cached is not None else "cache_miss")
         if cached is not None and not req.debug:
             cached.request_id = request_id
             return cached
@@ -155,7 +169,7 @@ class Recommender:
 
         with trace.stage("retrieve") as st:
             request = pb.RetrieveRequest(request_id=request_id, user=user_ctx, k=want, exclude_item_ids=sorted(seen))
-            found, model_version = await self._retrieve(request, remaining, trace, st)
+            found, model_version = await self._retrieve(request, remaining, trace, st, surface)
             st.candidates_out = len(found.item_ids)
         with trace.stage("rank", len(found.item_ids)) as st:
             if params.ranker:
@@ -187,6 +201,8 @@ class Recommender:
         if req.debug:
             response.debug.CopyFrom(pb.DebugTrace(stages=trace.stages, cache_hit=cached is not None,
                                                   model_version=model_version))
+        if response.degraded:
+            self.stats.count("degraded")
         return response
 
     async def after_recommend(self, req: pb.RecommendRequest, response: pb.RecommendResponse) -> None:
@@ -228,20 +244,37 @@ class Recommender:
         return (user.demographics if user else {}), history
 
     async def _retrieve(
-        self, request: pb.RetrieveRequest, remaining: Remaining, trace: Trace, st: pb.StageTrace
+        self, request: pb.RetrieveRequest, remaining: Remaining, trace: Trace, st: pb.StageTrace,
+        surface: str = "home",
     ) -> tuple[pb.CandidateList, str]:
         try:
             timeout = _timeout(self.settings.retrieval_timeout_s, remaining)
             resp = await self.retrieval.Retrieve(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
+            exclude = set(request.exclude_item_ids)
+            pre = await self._precomputed(request.user.user_id, surface, exclude) if request.user.user_id else None
+            if pre is not None and pre.item_ids:
+                trace.degrade(st, f"retrieval failed ({exc.code().name}): precomputed recommendations instead")
+                return pre, ""
             trace.degrade(st, f"retrieval failed ({exc.code().name}): popular items instead")
-            return self._fallback(request.k, set(request.exclude_item_ids)), ""
+            return self._fallback(request.k, exclude), ""
         return resp.candidates, resp.model_version
 
     def _fallback(self, k: int, exclude: set[str]) -> pb.CandidateList:
         top = [(i, s) for i, s in self.catalog.popular[: k + len(exclude)] if i not in exclude][:k]
-        return pb.CandidateList(item_ids=[i for i, _ in top], scores=[s for _, s in top],
-                                sources=["fallback_popular"] * len(top), anchor_item_ids=[""] * len(top))
+        return _candidates(top, "fallback_popular")
+
+    async def _precomputed(self, user_id: str, surface: str, exclude: set[str]) -> pb.CandidateList | None:
+        """The batch job's answer for this user and surface, if any (the degraded path)."""
+        try:
+            async with self.pool.connection() as conn:
+                row = await get_precomputed(conn, user_id, surface)
+        except Exception as exc:
+            log.warning("precomputed recommendations unavailable: %s", exc)
+            return None
+        if row is None:
+            return None
+        return _candidates([(i, s) for i, s in row if i not in exclude], "precomputed")
 
     async def _rank(
         self, request_id: str, user: pb.UserContext, found: pb.CandidateList, context: pb.Context,
@@ -275,6 +308,10 @@ class Recommender:
     async def similar_items(self, req: pb.SimilarItemsRequest, remaining: Remaining) -> pb.SimilarItemsResponse:
         item_id = check_id("item_id", req.item_id)
         k = check_k(req.k)
+        mode = req.mode.strip().lower()
+        if mode not in SIMILAR_MODES:
+            raise InvalidArgument("mode", f"must be one of {', '.join(m for m in SIMILAR_MODES if m)} or empty "
+                                          f"(similar), got {req.mode!r}")
         anchor = self.catalog.get(item_id)
         if anchor is None:
             raise NotFound(f"item_id: no item {item_id!r}")
@@ -286,7 +323,7 @@ class Recommender:
         want = min(1000, max(4 * k, 100))
         request = pb.RetrieveRequest(
             request_id=request_id, item_id=item_id, k=want,
-            sources=[pb.SourceRequest(name="similar_items", k=want)],
+            sources=[pb.SourceRequest(name=name, k=want) for name in SIMILAR_MODES[mode]],
         )
         trace = Trace()
         with trace.stage("retrieve") as st:
@@ -294,26 +331,47 @@ class Recommender:
         ranked = Ranked.unranked(found)
         rules = [("anchor", lambda i: i != item_id), *flt.request_rules(req.filters, seen, self.catalog)]
         kept, _ = flt.apply_rules(range(len(ranked)), ranked.item_id, rules)
-        if not kept or ranked.sources[ranked.order[kept[0]]] != "similar_items":
-            # The model does not know this item yet (new item): same-category popular items.
+        if not kept or ranked.sources[ranked.order[kept[0]]] not in ITEM_SOURCES:
+            # Retrieval does not know this item (yet) or is down: same-category popular items.
             cats = set(anchor.categories)
             kept = [p for p in kept if not cats.isdisjoint(self.catalog.items[ranked.item_id(p)].categories)] or kept
         return pb.SimilarItemsResponse(
             request_id=request_id, model_version=version, items=[self._decorate(ranked, p) for p in kept[:k]]
         )
 
-    def trending(self, req: pb.TrendingRequest) -> pb.TrendingResponse:
+    async def trending(self, req: pb.TrendingRequest, remaining: Remaining) -> pb.TrendingResponse:
+        """Trending in a window ("1h", "24h", "7d"; time-decayed counts) or all-time popular,
+        overall or in a category and/or a user segment: the retrieval service's trending source."""
         k = check_k(req.k)
+        if req.window and req.window not in TRENDING_WINDOWS:
+            raise InvalidArgument("window", f"must be one of {', '.join(TRENDING_WINDOWS)} or empty (all time), "
+                                            f"got {req.window!r}")
+        segment = ""
         if req.segment:
-            raise InvalidArgument("segment", "per-segment trending is not supported yet; leave it empty")
-        if req.window:
-            raise InvalidArgument("window", "windowed trending is not supported yet; leave it empty (all time)")
+            try:
+                segment = parse_segment(req.segment)
+            except ValueError as exc:
+                raise InvalidArgument("segment", str(exc)) from None
+        request_id = req.request_id or uuid.uuid4().hex
+        want = min(1000, 2 * k + 20)  # room for the catalogue's status filter
+        request = pb.RetrieveRequest(request_id=request_id, k=want, sources=[pb.SourceRequest(
+            name="trending", k=want, window=req.window, category=req.category, segment=segment)])
+        trace = Trace()
+        with trace.stage("retrieve") as st:
+            found, _ = await self._retrieve(request, remaining, trace, st)
+        if trace.degraded:  # retrieval down: the catalogue's all-time counts, in the category asked for
+            found = pb.CandidateList(item_ids=[i for i, _ in self.catalog.popular],
+                                     scores=[s for _, s in self.catalog.popular],
+                                     sources=["fallback_popular"] * len(self.catalog.popular),
+                                     anchor_item_ids=[""] * len(self.catalog.popular))
+        ranked = Ranked.unranked(found)
         rules = [("inactive", self.catalog.is_active)]
         if req.category:
             rules.append(("category", lambda i: req.category in self.catalog.items[i].categories))
-        kept, _ = flt.apply_rules(self.catalog.popular, lambda p: p[0], rules)
-        top = kept[:k]
-        ranked = Ranked.unranked(pb.CandidateList(item_ids=[i for i, _ in top], scores=[s for _, s in top],
-                                                  sources=["popular"] * len(top), anchor_item_ids=[""] * len(top)))
-        items = [self._decorate(ranked, p) for p in range(len(ranked))]
-        return pb.TrendingResponse(request_id=req.request_id or uuid.uuid4().hex, items=items)
+        kept, _ = flt.apply_rules(range(len(ranked)), ranked.item_id, rules)
+        items = []
+        for p in kept[:k]:
+            item = self._decorate(ranked, p)
+            item.reason = reason(item.source, "", self.catalog, scope=req.category, segment=bool(segment))
+            items.append(item)
+        return pb.TrendingResponse(request_id=request_id, items=items)

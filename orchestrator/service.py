@@ -14,6 +14,7 @@ from orchestrator.convert import item_from_pb, item_to_pb, user_from_pb, user_to
 from orchestrator.exposures import ExposureLog
 from orchestrator.interactions import log_interactions
 from orchestrator.recommend import Recommender
+from orchestrator.stats import Stats
 from orchestrator.validation import check_batch, check_id
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
@@ -67,7 +68,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     @handles_errors
     async def Trending(self, request: pb.TrendingRequest, context: grpc.aio.ServicerContext) -> pb.TrendingResponse:
-        return self.rec.trending(request)
+        return await self.rec.trending(request, context.time_remaining)
 
     @handles_errors
     async def LogInteractions(
@@ -123,12 +124,13 @@ async def run(settings: Settings) -> None:
     await catalog.refresh()
     await catalog.refresh_popular()
     exposures = ExposureLog(pool)
-    background = [asyncio.create_task(catalog.watch()), asyncio.create_task(exposures.run())]
+    stats = Stats(redis)
+    background = [asyncio.create_task(t) for t in (catalog.watch(), exposures.run(), stats.run())]
     retrieval_channel = grpc.aio.insecure_channel(settings.retrieval_addr, options=CHANNEL_OPTIONS)
     ranking_channel = grpc.aio.insecure_channel(settings.ranking_addr, options=CHANNEL_OPTIONS)
     recommender = Recommender(
         settings, pool, redis, pb_grpc.RetrievalStub(retrieval_channel), pb_grpc.RankingStub(ranking_channel), catalog,
-        exposures, config.load(settings.config_path),
+        exposures, config.load(settings.config_path), stats,
     )
 
     def register(server: grpc.aio.Server) -> None:
@@ -138,6 +140,7 @@ async def run(settings: Settings) -> None:
         for task in background:
             task.cancel()
         await exposures.flush()
+        await stats.flush()
         await retrieval_channel.close()
         await ranking_channel.close()
         await redis.aclose()

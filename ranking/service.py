@@ -1,5 +1,10 @@
 """The Ranking gRPC service: user features from Feast (one online read per request),
-item features from process memory, rescored by the scorer."""
+item features and the ranking model in process memory.
+
+The learned ranker of the CURRENT model version (ranking/ranker.py) scores the
+candidates; when the version has none, or it fails on a request, the weighted scorer
+does (ranking/scorer.py), so ranking keeps answering.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,13 @@ import asyncio
 import logging
 
 import grpc
+import numpy as np
 
 from feature_store.store import OnlineFeatures
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from ranking.item_features import ItemFeatureCache
+from ranking.ranker import RankerSlot
 from ranking.scorer import WeightedScorer, category_profile
 from recsys.config import Settings
 from recsys.errors import InvalidArgument
@@ -20,13 +27,16 @@ from recsys.grpc_server import handles_errors, serve
 log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 2000
+RECENT_LIMIT = 50  # recent items read from the request and Feast together
 
 
 class RankingServicer(pb_grpc.RankingServicer):
-    def __init__(self, online: OnlineFeatures, items: ItemFeatureCache, scorer: WeightedScorer) -> None:
+    def __init__(self, online: OnlineFeatures, items: ItemFeatureCache, scorer: WeightedScorer,
+                 learned: RankerSlot | None = None) -> None:
         self.online = online
         self.items = items
         self.scorer = scorer
+        self.learned = learned or RankerSlot()
 
     @handles_errors
     async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
@@ -40,7 +50,20 @@ class RankingServicer(pb_grpc.RankingServicer):
         user = self.online.user_features(request.user.user_id) if request.user.user_id else {}
         # Request-time history is fresher than the materialized one; use both.
         recent = list(request.user.recent_item_ids) + list(user.get("recent_item_ids") or [])
-        profile = category_profile(recent[:50], self.items.features)
+        ranker = self.learned.ranker  # one version for the whole request
+        if ranker is not None:
+            try:
+                sources = list(cands.sources) if len(cands.sources) == n else None
+                ranked = ranker.rank(request.user.user_id, recent[:RECENT_LIMIT], item_ids, list(cands.scores),
+                                     sources, dict(request.user.attributes))
+                order = np.argsort(-ranked.scores, kind="stable")
+                return pb.RankResponse(
+                    order=order.tolist(), scores=ranked.scores[order].tolist(), score_part_names=ranked.part_names,
+                    score_parts=ranked.parts[order].ravel().tolist(), model_version=ranker.model_version,
+                )
+            except Exception:  # the weighted scorer still gives a sound order
+                log.exception("learned ranker %s failed; weighted scorer instead", ranker.model_version)
+        profile = category_profile(recent[:RECENT_LIMIT], self.items.features)
         feats = [self.items.get(i) for i in item_ids]
         scored = self.scorer.score(list(cands.scores), feats, profile, self.items.max_popularity)
         return pb.RankResponse(
@@ -55,13 +78,16 @@ class RankingServicer(pb_grpc.RankingServicer):
 async def run(settings: Settings) -> None:
     online = OnlineFeatures(settings)
     items = ItemFeatureCache(online, settings.database_url)
+    learned = RankerSlot(artifacts_dir=settings.artifacts_dir)
     await asyncio.to_thread(items.refresh)
-    watcher = asyncio.create_task(items.watch())
+    await asyncio.to_thread(learned.refresh)  # a ranker that fails to load is logged; the weighted scorer serves
+    watchers = [asyncio.create_task(items.watch()), asyncio.create_task(learned.watch())]
 
     def register(server: grpc.aio.Server) -> None:
-        pb_grpc.add_RankingServicer_to_server(RankingServicer(online, items, WeightedScorer()), server)
+        pb_grpc.add_RankingServicer_to_server(RankingServicer(online, items, WeightedScorer(), learned), server)
 
     try:
         await serve(settings.ranking_addr, ["Ranking"], register)
     finally:
-        watcher.cancel()
+        for w in watchers:
+            w.cancel()

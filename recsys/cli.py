@@ -110,6 +110,22 @@ def _train(settings: Settings, epochs: int | None = None) -> Path:
     return version_dir
 
 
+# ---------------------------------------------------------------------------- evaluate
+
+
+@app.command()
+def evaluate(
+    protocol: Annotated[str, typer.Option(help="per-user or global-time")] = "per-user",
+    models: Annotated[str, typer.Option(help="Comma-separated model names; default: all")] = "",
+    dataset: Annotated[str, typer.Option(help="movielens, or a CSV/parquet folder")] = "movielens",
+    out: Annotated[Path, typer.Option(help="Folder for the JSON, markdown and PNG")] = Path("reports/quality"),
+) -> None:
+    """Offline quality: run a protocol over named models, print the table, write reports."""
+    from training.evaluation.cli import main as evaluate_main
+
+    raise typer.Exit(evaluate_main(protocol, [m for m in models.split(",") if m] or None, out, dataset))
+
+
 # ---------------------------------------------------------------------------- features
 
 
@@ -173,6 +189,21 @@ def batch_precompute(
     settings = _settings()
     n = precompute(settings.database_url, settings.orchestrator_addr, surface, k, inactive_days)
     _say(f"precomputed {n} users for surface {surface!r} (and warmed their cache entries)")
+
+
+@app.command()
+def stats() -> None:
+    """Serving counters summed over all orchestrator replicas: cache hit rate, degraded answers."""
+    import redis
+
+    from orchestrator.stats import KEY, hit_rate
+
+    client = redis.Redis.from_url(_settings().redis_url, decode_responses=True)
+    counts = {k: int(v) for k, v in client.hgetall(KEY).items()}
+    for name, n in sorted(counts.items()):
+        typer.echo(f"{name:<12} {n:>10}")
+    rate = hit_rate(counts)
+    typer.echo(f"{'hit rate':<12} {'-' if rate is None else f'{rate:.1%}':>10}")
 
 
 # ---------------------------------------------------------------------------- serve

@@ -1,104 +1,276 @@
-"""Candidate sources over one version of the model artifacts.
+"""Candidate sources over one served version (retrieval.served.Served).
 
-Each source takes the user context and returns scored candidates; the retriever
-merges them. Sources are plain functions so tests and the offline evaluation call
-them without a server.
+Each source returns scored candidates, best first, never an excluded or inactive item;
+the retriever merges them. Sources are plain functions so tests and the offline
+evaluation call them without a server.
+
+    two_tower        FAISS nearest items to the user-tower vector (recent items + demographics)
+    similar_items    FAISS nearest items to an item's embedding
+    also_bought      co-visitation neighbours of an item, or of the user's recent items
+    content          TF-IDF cosine to an item, or to the user's recent items
+    trending         time-decayed counts in a window, overall / per category / per segment
+    segment_popular  what the user's segments like (cold start with demographics)
+    popular          all-time most popular items (cold start, fill)
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
-from training.artifacts import ModelArtifacts
+from retrieval.served import Served
+from retrieval.trending import Trending
+
+ANCHORS = 10  # the user's most recent items that anchor item-to-item sources
+ANCHOR_DECAY = 0.8  # weight of the r-th most recent anchor: ANCHOR_DECAY ** r
+PROFILE_TERMS = 20  # a user's content profile keeps its strongest terms: a query's cost stays small
 
 
-@dataclass(frozen=True)
-class Candidate:
+class Candidate(NamedTuple):  # a tuple: hundreds are made per request, and tuples are cheap to make
     item_id: str
     score: float
     source: str
-    anchor_item_id: str = ""  # the user's item this one is closest to ("because you watched X")
+    anchor_item_id: str = ""  # the item that led to it ("because you watched X", "similar to X")
+
+
+# ---------------------------------------------------------------------------- embeddings
+
+
+def user_query(s: Served, recent_item_ids: list[str], attributes: dict[str, str]) -> np.ndarray | None:
+    """The user-tower vector of the user's recent items and demographics; None when nothing is known."""
+    return s.arts.user_encoder.encode(recent_item_ids, attributes)
+
+
+def _search(s: Served, query: np.ndarray, k: int, skip: Collection[str]) -> list[tuple[int, float]]:
+    """The k best (row, score) of a FAISS search that are active and not skipped; searches deeper
+    when inactive or skipped items crowd the top."""
+    total = s.index.ntotal
+    n = min(total, k + len(skip) + min(s.n_inactive, k))
+    q = query.reshape(1, -1).astype(np.float32)
+    ids = s.item_ids
+    while True:
+        scores, rows = s.index.search(q, n)
+        ok = rows[0] >= 0
+        ok[ok] = s.active_rows(rows[0][ok])
+        found = [(r, sc) for r, sc in zip(rows[0][ok].tolist(), scores[0][ok].tolist(), strict=True)
+                 if ids[r] not in skip][:k]
+        if len(found) == k or n >= total:
+            return found
+        n = min(total, 4 * n)
 
 
 def two_tower(
-    arts: ModelArtifacts, recent_item_ids: list[str], attributes: dict[str, str], k: int,
-    exclude: Collection[str],
+    s: Served, query: np.ndarray | None, recent_item_ids: list[str], k: int, exclude: Collection[str]
 ) -> list[Candidate]:
-    """Nearest items to the user-tower embedding of the user's recent items and demographics."""
-    query = arts.user_encoder.encode(recent_item_ids, attributes)
+    """Nearest items to the user-tower vector; each anchored on the recent item closest to it."""
     if query is None:
         return []
-    n = min(len(arts.item_ids), k + len(exclude))
-    scores, rows = arts.index.search(query.reshape(1, -1).astype(np.float32), n)
-    found = _keep(arts, rows[0], scores[0], exclude, k)
-    if not found:
+    found = _search(s, query, k, exclude)
+    anchors = _anchors(s, [r for r, _ in found], recent_item_ids)
+    return [Candidate(s.item_ids[r], sc, "two_tower", a) for (r, sc), a in zip(found, anchors, strict=True)]
+
+
+def _anchors(s: Served, rows: list[int], recent_item_ids: list[str]) -> list[str]:
+    """For each candidate row, the recent item most similar to it (by item embedding)."""
+    recent = [(i, s.item_index[i]) for i in recent_item_ids[:50] if i in s.item_index]
+    if not recent or not rows:
+        return [""] * len(rows)
+    sims = s.embeddings[rows] @ s.embeddings[[r for _, r in recent]].T
+    return [recent[j][0] for j in sims.argmax(axis=1)]
+
+
+def similar_items(s: Served, item_id: str, k: int, exclude: Collection[str]) -> list[Candidate]:
+    """Nearest items to one item's embedding (an item page's "similar items")."""
+    row = s.item_index.get(item_id)
+    if row is None:
         return []
-    anchors = _anchors(arts, [r for r, _ in found], recent_item_ids)
-    return [
-        Candidate(arts.item_ids[r], s, "two_tower", anchor)
-        for (r, s), anchor in zip(found, anchors, strict=True)
-    ]
+    found = _search(s, s.embeddings[row], k, {*exclude, item_id})
+    return [Candidate(s.item_ids[r], sc, "similar_items", item_id) for r, sc in found]
 
 
-def _keep(
-    arts: ModelArtifacts, rows: np.ndarray, scores: np.ndarray, exclude: Collection[str], k: int
-) -> list[tuple[int, float]]:
-    """The first k (row, score) pairs of a FAISS result that are real rows and not excluded."""
-    ids = arts.item_ids
-    out: list[tuple[int, float]] = []
-    for r, s in zip(rows.tolist(), scores.tolist(), strict=True):
-        if r >= 0 and ids[r] not in exclude:
-            out.append((r, s))
+def rescore(s: Served, query: np.ndarray, found: list[Candidate]) -> list[Candidate]:
+    """The same candidates scored by the user vector, so candidates of every source compare in ranking
+    (two_tower's already are)."""
+    todo = [n for n, c in enumerate(found) if c.source != "two_tower"]
+    if not todo:
+        return found
+    rows = [s.item_index[found[n].item_id] for n in todo]
+    out = list(found)
+    for n, sc in zip(todo, (s.embeddings[rows] @ query.astype(np.float32)).tolist(), strict=True):
+        c = out[n]
+        out[n] = Candidate(c.item_id, sc, c.source, c.anchor_item_id)
+    return out
+
+
+def rescore_by_segments(s: Served, user_segments: list[str], found: list[Candidate]) -> list[Candidate]:
+    """The same candidates scored by the user's segments' popularity (0 outside their lists): the
+    cold-start counterpart of rescore."""
+    total = _segment_scores(s, user_segments)
+    return [Candidate(c.item_id, total.get(c.item_id, 0.0), c.source, c.anchor_item_id) for c in found]
+
+
+# ---------------------------------------------------------------------------- item to item
+
+
+def also_bought(
+    s: Served, anchors: list[str], k: int, exclude: Collection[str], fill_similar: bool = False
+) -> list[Candidate]:
+    """Co-visitation neighbours of the anchors (an item, or the user's recent items, most recent
+    first), summed with recency weights; each candidate anchored on its largest contributor.
+    fill_similar: an item page short of co-visitation (a new or rare item) gets embedding neighbours."""
+    cov = s.covisitation
+    found: list[Candidate] = []
+    if cov is not None:
+        rows, scores, origin = [], [], []
+        for r, a in enumerate(anchors[:ANCHORS]):
+            i = cov.row(a)
+            if i is None:
+                continue
+            lo, hi = int(cov.indptr[i]), int(cov.indptr[i + 1])
+            rows.append(cov.neighbours[lo:hi])
+            scores.append(cov.scores[lo:hi] * ANCHOR_DECAY**r)
+            origin.append(np.full(hi - lo, r, np.int32))
+        if rows:
+            found = _aggregate(cov.item_ids, np.concatenate(rows), np.concatenate(scores), np.concatenate(origin),
+                               anchors, s, k, {*exclude, *anchors[:ANCHORS]}, "also_bought")
+    if fill_similar and len(found) < k and anchors:
+        taken = {*exclude, *(c.item_id for c in found)}
+        found += similar_items(s, anchors[0], k - len(found), taken)
+    return found
+
+
+def _aggregate(
+    ids: list[str], rows: np.ndarray, scores: np.ndarray, origin: np.ndarray, anchors: list[str], s: Served, k: int,
+    skip: Collection[str], source: str,
+) -> list[Candidate]:
+    """Sum contributions per item; the anchor of an item is the one that contributed most."""
+    uniq, inverse = np.unique(rows, return_inverse=True)
+    total = np.bincount(inverse, weights=scores)
+    by_contribution = np.lexsort((-scores, inverse))  # per item, largest contribution first
+    first = by_contribution[np.searchsorted(inverse[by_contribution], np.arange(len(uniq)))]
+    order = np.argsort(-total, kind="stable")
+    out: list[Candidate] = []
+    # plain lists: the walk below touches each entry once, and numpy scalars are slow to touch
+    for i, score, r in zip(uniq[order].tolist(), total[order].tolist(), origin[first[order]].tolist(), strict=True):
+        item_id = ids[i]
+        if item_id not in skip and s.servable(item_id):
+            out.append(Candidate(item_id, score, source, anchors[r]))
             if len(out) == k:
                 break
     return out
 
 
-def _anchors(arts: ModelArtifacts, rows: list[int], recent_item_ids: list[str]) -> list[str]:
-    """For each candidate row, the recent item most similar to it (by item embedding)."""
-    recent = [(i, arts.item_index[i]) for i in recent_item_ids[:50] if i in arts.item_index]
-    if not recent:
-        return [""] * len(rows)
-    sims = arts.item_embeddings[rows] @ arts.item_embeddings[[r for _, r in recent]].T
-    return [recent[j][0] for j in sims.argmax(axis=1)]
-
-
-def similar_items(arts: ModelArtifacts, item_id: str, k: int, exclude: Collection[str]) -> list[Candidate]:
-    """Nearest items to one item's embedding (an item page's "similar items")."""
-    row = arts.item_index.get(item_id)
-    if row is None:
+def content(s: Served, anchors: list[str], k: int, exclude: Collection[str]) -> list[Candidate]:
+    """Items whose text (TF-IDF of title, description, categories) is closest to the anchors'
+    (an item, or the user's recent items with recency weights). Finds items nobody has interacted with."""
+    idx = s.content
+    if idx is None:
         return []
-    skip = set(exclude) | {item_id}
-    n = min(len(arts.item_ids), k + len(skip))
-    scores, rows = arts.index.search(arts.item_embeddings[row : row + 1], n)
-    found = _keep(arts, rows[0], scores[0], skip, k)
-    return [Candidate(arts.item_ids[r], s, "similar_items", item_id) for r, s in found]
+    terms, weights = [], []
+    used = []
+    for r, a in enumerate(anchors[:ANCHORS]):
+        vec = idx.vector(a)
+        if vec is not None:
+            terms.append(vec[0])
+            weights.append(vec[1] * ANCHOR_DECAY**r)
+            used.append(a)
+    if not terms:
+        return []
+    uniq, inverse = np.unique(np.concatenate(terms), return_inverse=True)
+    w = np.bincount(inverse, weights=np.concatenate(weights))
+    strongest = np.argsort(-w)[:PROFILE_TERMS]
+    uniq, w = uniq[strongest], w[strongest] / (np.linalg.norm(w[strongest]) or 1.0)
+    found = idx.similar(uniq.astype(np.int32), w, k, skip={*exclude, *used}, keep=s.servable)
+    if len(used) == 1:
+        return [Candidate(i, sc, "content", used[0]) for i, sc in found]
+    anchor_of = _anchors(s, [s.item_index[i] for i, _ in found], used)
+    return [Candidate(i, sc, "content", a) for (i, sc), a in zip(found, anchor_of, strict=True)]
 
 
-def popular(arts: ModelArtifacts, k: int, exclude: Collection[str]) -> list[Candidate]:
+# ---------------------------------------------------------------------------- popularity
+
+
+def popular(s: Served, k: int, exclude: Collection[str]) -> list[Candidate]:
     """Most popular items of the training data: the cold-start answer."""
     out: list[Candidate] = []
-    for item_id, score in arts.popular:
-        if item_id in exclude:
-            continue
-        out.append(Candidate(item_id, float(score), "popular"))
-        if len(out) == k:
-            break
+    for item_id, score in s.popular:
+        if item_id not in exclude and s.servable(item_id):
+            out.append(Candidate(item_id, float(score), "popular"))
+            if len(out) == k:
+                break
     return out
+
+
+def _segment_scores(s: Served, user_segments: list[str]) -> dict[str, float]:
+    """Each segment's list scaled to its best = 1, summed over the user's segments."""
+    total: dict[str, float] = {}
+    if s.segments is None:
+        return total
+    for seg in user_segments:
+        top = s.segments.segments.get(seg, [])
+        if top:
+            best = top[0][1] or 1.0
+            for item_id, score in top:
+                total[item_id] = total.get(item_id, 0.0) + score / best
+    return total
+
+
+def segment_popular(s: Served, user_segments: list[str], k: int, exclude: Collection[str]) -> list[Candidate]:
+    """What the user's segments (age band, gender, occupation, ...) like: "popular with people like you"."""
+    total = _segment_scores(s, user_segments)
+    out: list[Candidate] = []
+    for item_id, score in sorted(total.items(), key=lambda kv: (-kv[1], kv[0])):
+        if item_id not in exclude and s.servable(item_id):
+            out.append(Candidate(item_id, score, "segment_popular"))
+            if len(out) == k:
+                break
+    return out
+
+
+def trending(
+    t: Trending, s: Served, window: str, category: str, segment: str, k: int, exclude: Collection[str]
+) -> list[Candidate]:
+    """Time-decayed counts in the window ("" = all time), in a category and/or segment; when the
+    window holds fewer than k, the scope's all-time favourites follow (source "popular")."""
+    def keep(item_id: str) -> bool:
+        return item_id not in exclude and s.servable(item_id)
+
+    out: list[Candidate] = []
+    if window:
+        out = [Candidate(i, sc, "trending") for i, sc in t.top(window, category, segment, k, keep)]
+    if len(out) < k:
+        taken = {c.item_id for c in out}
+        if segment:
+            listed = s.segments.segments.get(segment, []) if s.segments is not None else []
+            more = [(i, sc) for i, sc in listed if i not in taken and keep(i)
+                    and (not category or t.in_category(i, category))]
+        else:
+            more = t.top("", category, "", k, lambda i: i not in taken and keep(i))
+        out += [Candidate(i, sc, "popular") for i, sc in more[: k - len(out)]]
+    return out
+
+
+# ---------------------------------------------------------------------------- merging
 
 
 def merge(groups: list[list[Candidate]], k: int) -> list[Candidate]:
     """Interleave sources round-robin by rank, dropping duplicates (the first to reach an item keeps it)."""
     seen: set[str] = set()
     out: list[Candidate] = []
-    for rank in range(max((len(g) for g in groups), default=0)):
-        for g in groups:
-            if rank < len(g) and g[rank].item_id not in seen:
-                seen.add(g[rank].item_id)
-                out.append(g[rank])
+    iters = [iter(g) for g in groups if g]
+    while iters:
+        alive = []
+        for it in iters:
+            c = next(it, None)
+            if c is None:
+                continue
+            alive.append(it)
+            if c.item_id not in seen:
+                seen.add(c.item_id)
+                out.append(c)
                 if len(out) == k:
                     return out
+        iters = alive
     return out

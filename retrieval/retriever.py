@@ -1,7 +1,10 @@
-"""The retrieval logic behind the Retrieval service: validate, run the sources, merge.
+"""The retrieval logic behind the Retrieval service: validate, run the sources, merge;
+load new versions; apply live changes.
 
-The current model version is held in one attribute and replaced whole when a new
-version is published, so a request always sees one consistent version.
+The served version is held in one attribute and replaced whole when a new version is
+published, so a request always sees one consistent version. Live changes (new items,
+status, interactions for trending) are polled from PostgreSQL (retrieval.live) and
+applied on the event loop's thread, between requests.
 """
 
 from __future__ import annotations
@@ -11,14 +14,22 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from recsys.errors import InvalidArgument, Unavailable
 from retrieval import candidates
 from retrieval.candidates import Candidate
-from training.artifacts import ModelArtifacts, load_current
+from retrieval.live import LiveSource
+from retrieval.served import Served
+from retrieval.trending import WINDOWS, Trending, TrendingConfig
+from storage.records import ItemRecord
+from training.artifacts import load_current
+from training.segments import parse_segment, segment_tokens
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("two_tower", "popular", "similar_items")
+SOURCES = ("two_tower", "popular", "similar_items", "also_bought", "content", "trending", "segment_popular")
+ITEM_ANCHORED = ("similar_items", "also_bought", "content")  # need RetrieveRequest.item_id or recent items
 MAX_K = 1000
 
 
@@ -26,25 +37,68 @@ MAX_K = 1000
 class SourceSpec:
     name: str
     k: int
+    window: str = ""  # trending: "1h", "24h", "7d"; "" = all time
+    category: str = ""  # trending: only this category
+    segment: str = ""  # trending, segment_popular: this segment ("age:25-34") instead of the user's
+
+
+def default_mix(k: int, recent: list[str], attributes: dict[str, str]) -> list[SourceSpec]:
+    """The sources when a request names none: personalised with history, by segment without."""
+    if recent:
+        return [SourceSpec("two_tower", k), SourceSpec("also_bought", max(1, k // 4)),
+                SourceSpec("content", max(1, k // 10)), SourceSpec("trending", max(1, k // 20), window="7d")]
+    if segment_tokens(attributes):
+        return [SourceSpec("segment_popular", k), SourceSpec("two_tower", max(1, k // 4)),
+                SourceSpec("trending", max(1, k // 10), window="7d")]
+    return [SourceSpec("popular", k)]
 
 
 class Retriever:
-    def __init__(self, artifacts_dir: Path) -> None:
-        self.artifacts_dir = artifacts_dir
-        self.arts: ModelArtifacts | None = None
+    def __init__(self, artifacts_dir: Path, database_url: str = "", trending: TrendingConfig | None = None) -> None:
+        self.artifacts_dir = Path(artifacts_dir)
+        self.served: Served | None = None
+        self.trending = Trending(trending)
+        self.live = LiveSource(database_url) if database_url else None
+        self._scanned: list[ItemRecord] = []  # the first version's item scan, for trending's categories
+
+    # ------------------------------------------------------------------ versions
 
     def load(self) -> bool:
-        """Load the CURRENT version if it differs from the one served; True when swapped."""
-        current = (self.artifacts_dir / "CURRENT")
+        """Load the CURRENT version if it differs from the one served; True when swapped.
+
+        Runs off the event loop (a thread): the new version gets every item change from a fresh
+        scan of the items table before it replaces the old one, so nothing added live goes missing."""
+        current = self.artifacts_dir / "CURRENT"
         if not current.exists():
             return False
         version = current.read_text().strip()
-        if self.arts is not None and self.arts.version == version:
+        if self.served is not None and self.served.version == version:
             return False
         arts = load_current(self.artifacts_dir)
-        self.arts = arts  # one reference swap: in-flight requests keep the version they started with
-        log.info("retrieval serving model version %s (%d items)", arts.version, len(arts.item_ids))
+        served = Served(arts, self.artifacts_dir / arts.version)
+        snapshot = None
+        if self.live is not None:
+            try:
+                snapshot = self.live.scan_items()
+                served.apply(snapshot.items)
+            except Exception as exc:  # PostgreSQL away: serve the version as built; the poller catches up
+                log.warning("could not read items for version %s: %s", arts.version, exc)
+        first = self.served is None
+        self.served = served  # one reference swap: in-flight requests keep the version they started with
+        if snapshot is not None and self.live is not None:
+            if first:  # the poller starts from this scan; its items' categories go to trending on its thread
+                self.live.items_since = snapshot.watermark
+                self._scanned = snapshot.items
+            else:  # changes applied to the old version while this one was built must reach it too
+                self.live.rewind(snapshot.watermark)
+        log.info("retrieval serving model version %s (%d items; sources: %s)", served.version, len(served.item_ids),
+                 ", ".join(self.available(served)))
         return True
+
+    @staticmethod
+    def available(served: Served) -> list[str]:
+        missing = {"also_bought": served.covisitation, "content": served.content, "segment_popular": served.segments}
+        return [s for s in SOURCES if missing.get(s, True) is not None]
 
     async def watch(self, interval_s: float = 2.0) -> None:
         """Poll for a new published version and swap it in."""
@@ -57,39 +111,121 @@ class Retriever:
 
     @property
     def version(self) -> str:
-        return self.arts.version if self.arts else ""
+        return self.served.version if self.served else ""
+
+    # ------------------------------------------------------------------ live changes
+
+    async def follow(self, interval_s: float = 1.0) -> None:
+        """Poll PostgreSQL for item changes and new interactions, for as long as the service runs."""
+        if self.live is None:
+            return
+        while True:
+            try:
+                await self.sync_once()
+            except Exception as exc:  # keep serving what we have; reconnect next time
+                log.warning("live sync failed: %s", exc)
+                self.live.reset()
+            await asyncio.sleep(interval_s)
+
+    async def sync_once(self) -> None:
+        live = self.live
+        assert live is not None
+        if not live.primed:
+            events, counts = await asyncio.to_thread(live.prime)
+            self.trending.add_all_time(counts)
+            self.trending.add(events, all_time=False)
+        if self._scanned:
+            scanned, self._scanned = self._scanned, []
+            for it in scanned:
+                self.trending.set_categories(it.item_id, it.categories)
+        items = await asyncio.to_thread(live.changed_items)
+        self.apply_items(items)
+        events = await asyncio.to_thread(live.new_interactions)
+        if events:
+            self.trending.add(events)
+
+    def apply_items(self, items: list[ItemRecord]) -> None:
+        for it in items:
+            self.trending.set_categories(it.item_id, it.categories)
+        served = self.served
+        if served is not None and items:
+            served.apply(items)
+
+    # ------------------------------------------------------------------ requests
 
     def retrieve(
         self, recent_item_ids: list[str], attributes: dict[str, str], sources: list[SourceSpec],
         exclude: set[str], k: int, item_id: str = "",
     ) -> list[Candidate]:
-        arts = self.arts
-        if arts is None:
+        s = self.served
+        if s is None:
             raise Unavailable("no model artifacts loaded yet: run `recsys train`")
         if not 1 <= k <= MAX_K:
             raise InvalidArgument("k", f"must be between 1 and {MAX_K}, got {k}")
-        for i, s in enumerate(sources):
-            if s.name not in SOURCES:
-                raise InvalidArgument(f"sources[{i}].name", f"unknown source {s.name!r}; known: {', '.join(SOURCES)}")
-            if not 1 <= s.k <= MAX_K:
-                raise InvalidArgument(f"sources[{i}].k", f"must be between 1 and {MAX_K}, got {s.k}")
-            if s.name == "similar_items" and not item_id:
-                raise InvalidArgument("item_id", "must name the anchor item for the similar_items source")
-        specs = sources or [SourceSpec("two_tower", k)]
-        groups = [self._run(arts, s, recent_item_ids, attributes, exclude, item_id) for s in specs]
+        specs = [_checked(i, spec, item_id) for i, spec in enumerate(sources)]
+        named = bool(specs)
+        if not named:
+            specs = default_mix(k, recent_item_ids, attributes)
+        anchors = [item_id] if item_id else recent_item_ids
+        query = None
+        if any(spec.name == "two_tower" for spec in specs) or (not named and recent_item_ids):
+            query = candidates.user_query(s, recent_item_ids, attributes)
+        groups = [self._run(s, spec, recent_item_ids, attributes, anchors, query, exclude, item_id) for spec in specs]
         merged = candidates.merge(groups, k)
         if len(merged) < k:  # too little history or a small catalogue: fill with popular items
             taken = exclude | {c.item_id for c in merged}
-            merged += candidates.popular(arts, k - len(merged), taken)
+            merged += candidates.popular(s, k - len(merged), taken)
+        if not named:
+            # The default mix scores every candidate by its primary source, whichever source found it, so that
+            # ranking compares like with like: the user vector with a history, the segments' popularity without.
+            if recent_item_ids and query is not None:
+                merged = candidates.rescore(s, query, merged)
+            elif specs[0].name == "segment_popular":
+                merged = candidates.rescore_by_segments(s, segment_tokens(attributes), merged)
         return merged
 
-    @staticmethod
     def _run(
-        arts: ModelArtifacts, spec: SourceSpec, recent: list[str], attributes: dict[str, str],
-        exclude: set[str], item_id: str,
+        self, s: Served, spec: SourceSpec, recent: list[str], attributes: dict[str, str], anchors: list[str],
+        query: np.ndarray | None, exclude: set[str], item_id: str,
     ) -> list[Candidate]:
-        if spec.name == "two_tower":
-            return candidates.two_tower(arts, recent, attributes, spec.k, exclude)
-        if spec.name == "similar_items":
-            return candidates.similar_items(arts, item_id, spec.k, exclude)
-        return candidates.popular(arts, spec.k, exclude)
+        name, k = spec.name, spec.k
+        if name == "two_tower":
+            return candidates.two_tower(s, query, recent, k, exclude)
+        if name == "similar_items":
+            return candidates.similar_items(s, item_id, k, exclude)
+        if name == "also_bought":
+            return candidates.also_bought(s, anchors, k, exclude, fill_similar=bool(item_id))
+        if name == "content":
+            return candidates.content(s, anchors, k, exclude)
+        if name == "trending":
+            return candidates.trending(self.trending, s, spec.window, spec.category, spec.segment, k, exclude)
+        if name == "segment_popular":
+            segs = [spec.segment] if spec.segment else segment_tokens(attributes)
+            return candidates.segment_popular(s, segs, k, exclude)
+        return candidates.popular(s, k, exclude)
+
+
+def _checked(i: int, spec: SourceSpec, item_id: str) -> SourceSpec:
+    """The spec validated, its segment in canonical form; errors name the field."""
+    field = f"sources[{i}]"
+    if spec.name not in SOURCES:
+        raise InvalidArgument(f"{field}.name", f"unknown source {spec.name!r}; known: {', '.join(SOURCES)}")
+    if not 1 <= spec.k <= MAX_K:
+        raise InvalidArgument(f"{field}.k", f"must be between 1 and {MAX_K}, got {spec.k}")
+    if spec.name == "similar_items" and not item_id:
+        raise InvalidArgument("item_id", "must name the anchor item for the similar_items source")
+    if spec.window and spec.name != "trending":
+        raise InvalidArgument(f"{field}.window", "only the trending source takes a window")
+    if spec.window and spec.window not in WINDOWS:
+        raise InvalidArgument(f"{field}.window", f"must be one of {', '.join(WINDOWS)} or empty, got {spec.window!r}")
+    if spec.category and spec.name != "trending":
+        raise InvalidArgument(f"{field}.category", "only the trending source takes a category")
+    if spec.segment:
+        if spec.name not in ("trending", "segment_popular"):
+            raise InvalidArgument(f"{field}.segment", "only the trending and segment_popular sources take a segment")
+        try:
+            return SourceSpec(spec.name, spec.k, spec.window, spec.category, parse_segment(spec.segment))
+        except ValueError as exc:
+            raise InvalidArgument(f"{field}.segment", str(exc)) from None
+    return spec
+

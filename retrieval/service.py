@@ -13,6 +13,7 @@ from recsys.config import Settings
 from recsys.grpc_server import handles_errors, serve
 from retrieval.candidates import Candidate
 from retrieval.retriever import Retriever, SourceSpec
+from retrieval.trending import TrendingConfig
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +28,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
         found = self.retriever.retrieve(
             recent_item_ids=list(user.recent_item_ids),
             attributes=dict(user.attributes),
-            sources=[SourceSpec(s.name, s.k) for s in request.sources],
+            sources=[SourceSpec(s.name, s.k, s.window, s.category, s.segment) for s in request.sources],
             exclude=set(request.exclude_item_ids),
             k=request.k,
             item_id=request.item_id,
@@ -43,9 +44,15 @@ def to_candidate_list(found: list[Candidate]) -> pb.CandidateList:
 
 
 async def run(settings: Settings) -> None:
-    retriever = Retriever(settings.artifacts_dir)
+    retriever = Retriever(settings.artifacts_dir, settings.database_url, TrendingConfig.from_env())
     retriever.load()
-    watcher = asyncio.create_task(retriever.watch())
+    if retriever.live is not None:
+        try:  # trending's state before the first request; PostgreSQL away: the poller retries
+            await retriever.sync_once()
+        except Exception as exc:
+            log.warning("live sync failed at start: %s", exc)
+            retriever.live.reset()
+    background = [asyncio.create_task(retriever.watch()), asyncio.create_task(retriever.follow())]
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_RetrievalServicer_to_server(RetrievalServicer(retriever), server)
@@ -53,4 +60,7 @@ async def run(settings: Settings) -> None:
     try:
         await serve(settings.retrieval_addr, ["Retrieval"], register)
     finally:
-        watcher.cancel()
+        for task in background:
+            task.cancel()
+        if retriever.live is not None:
+            retriever.live.close()

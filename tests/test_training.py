@@ -231,6 +231,18 @@ def test_train_export_and_serve_round_trip(tmp_path: Path) -> None:
     assert enc.encode([], {"gender": "F"}) is not None  # attributes alone are enough
     assert enc.encode(["unknown"], {"planet": "mars", "gender": "?"}) is None
 
+    # the item tower: a known id gives back its indexed vector; a new item gets one from its content,
+    # nearer to the items of its genre than to the rest (item i is genre i % 4; "horror" = 3)
+    row = arts.item_index["i3"]
+    known = arts.item_encoder.encode(["horror"], "Item 3", {"year": 2003}, item_id="i3")
+    assert np.allclose(known, arts.item_embeddings[row], atol=1e-5)
+    new = arts.item_encoder.encode(["horror"], "A new film", {"year": 2010}, item_id="never-seen")
+    assert new.shape == (16,) and new.dtype == np.float32 and abs(float(np.linalg.norm(new)) - 1.0) < 1e-5
+    genre = np.array([int(i[1:]) % 4 for i in arts.item_ids])
+    by_genre = [float((arts.item_embeddings[genre == g] @ new).mean()) for g in range(4)]
+    assert int(np.argmax(by_genre)) == 3, by_genre
+    assert not np.allclose(new, arts.item_encoder.encode(["comedy"], "A new film", {"year": 2010}))
+
     # a second export publishes a new version; the first stays loadable
     second = export(trained, ds, tmp_path)
     assert second != version_dir and load_current(tmp_path).version == second.name

@@ -5,7 +5,11 @@
     <artifacts_dir>/<version>/item_embeddings.npy  float32 [n_items, D], unit rows
     <artifacts_dir>/<version>/index.faiss          inner-product index over those rows
     <artifacts_dir>/<version>/user_tower.pt        user tower state dict + vocabularies
+    <artifacts_dir>/<version>/item_tower.pt        item tower state dict + vocabularies (embeds new items)
     <artifacts_dir>/<version>/popular.json         [[item_id, score], ...], the cold-start answer
+    <artifacts_dir>/<version>/ranker.lgb           the learned ranker's trees (when trained; ranking/ranker.py)
+    <artifacts_dir>/<version>/ranker.json          its features, config and metrics
+    <artifacts_dir>/<version>/ranker_signals.*     per-item arrays its features read (EASE, co-visitation, ...)
     <artifacts_dir>/CURRENT                        the version services should serve
 
 A version folder is written under a temporary name and renamed whole, and CURRENT is
@@ -19,20 +23,25 @@ import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import faiss
 import numpy as np
 import pandas as pd
 
 from training.dataset import Dataset
-from training.train import TrainedModel, config_dict
+from training.item_encoder import ItemEncoder
+from training.ranker_features import FEATURES
+from training.train import TrainedModel, config_dict, json_ready
 from training.user_encoder import UserEncoder
 
-FORMAT_VERSION = 1
+if TYPE_CHECKING:  # lightgbm is only needed where a ranker is trained or served
+    from training.ranker import TrainedRanker
+
+FORMAT_VERSION = 2  # 2: content item tower (item_tower.pt), recency-kernel user tower
 FLAT_MAX_ITEMS = 100_000  # exact search is fast enough below this; IVF above
 IVF_NPROBE = 8
 POPULAR_TOP = 1000
@@ -48,18 +57,24 @@ class ModelArtifacts:
     index: faiss.Index
     popular: list[tuple[str, float]]
     user_encoder: UserEncoder
+    item_encoder: ItemEncoder  # embeds an item from its content: items added after training
 
 
 # ---------------------------------------------------------------------------- export
 
 
-def export(model: TrainedModel, dataset: Dataset, artifacts_dir: Path) -> Path:
+def export(model: TrainedModel, dataset: Dataset, artifacts_dir: Path, ranker: TrainedRanker | None = None) -> Path:
     """Write a new version folder and make it CURRENT; returns the version folder."""
     artifacts_dir = Path(artifacts_dir)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     version, tmp = _claim_version(artifacts_dir)
     try:
+        if ranker is not None:
+            _write_ranker(tmp, ranker)
         manifest = _write_version(tmp, version, model, dataset)
+        if ranker is not None:
+            manifest["ranker"] = {"features": list(FEATURES), "config": json_ready(asdict(ranker.config)),
+                                  "metrics": ranker.metrics}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
         final = artifacts_dir / version
         tmp.rename(final)
@@ -83,6 +98,8 @@ def _write_version(folder: Path, version: str, trained: TrainedModel, dataset: D
     np.save(folder / "item_embeddings.npy", embeddings)
     (folder / "item_ids.json").write_text(json.dumps(item_ids))
     UserEncoder.save(folder / "user_tower.pt", model.user_tower, model.config, vocab)
+    ItemEncoder.save(folder / "item_tower.pt", model.item_tower, model.config, vocab,
+                     trained.config.max_categories, trained.config.max_tokens)
     (folder / "popular.json").write_text(json.dumps(_popular(dataset, set(item_ids))))
 
     files = sorted(p.name for p in folder.iterdir())
@@ -102,6 +119,14 @@ def _write_version(folder: Path, version: str, trained: TrainedModel, dataset: D
         "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
                   for name in files},
     }
+
+
+def _write_ranker(folder: Path, ranker: TrainedRanker) -> None:
+    ranker.booster.save_model(str(folder / "ranker.lgb"))  # the best iteration when early stopping chose one
+    ranker.signals.save(folder)
+    meta = {"features": list(FEATURES), "max_history": ranker.config.max_history,
+            "config": json_ready(asdict(ranker.config)), "metrics": ranker.metrics}
+    (folder / "ranker.json").write_text(json.dumps(meta, indent=2) + "\n")
 
 
 def _build_index(embeddings: np.ndarray) -> tuple[faiss.Index, dict[str, Any]]:
@@ -201,7 +226,8 @@ def load_version(version_dir: Path) -> ModelArtifacts:
         index=index,
         popular=popular,
         user_encoder=UserEncoder.load(version_dir / "user_tower.pt"),
+        item_encoder=ItemEncoder.load(version_dir / "item_tower.pt"),
     )
 
 
-__all__ = ["ModelArtifacts", "UserEncoder", "export", "load_current", "load_version"]
+__all__ = ["ItemEncoder", "ModelArtifacts", "UserEncoder", "export", "load_current", "load_version"]

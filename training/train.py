@@ -1,11 +1,21 @@
-"""Train the two-tower model: in-batch sampled softmax with logQ correction.
+"""Train the two-tower model: a softmax over the whole catalogue, or in-batch with logQ correction.
 
 Every interaction is an example: the user's history before it (most recent first) and
-demographics -> the item. The other items of the batch are the negatives. Popular items
-show up as in-batch negatives more often than a uniform sample would, which pushes
-them down too hard; subtracting log q(item) from the logits (logQ correction,
-Yi et al. 2019) undoes that bias. Each user's last interaction is held out and the
-model is compared with the popularity baseline on it.
+demographics -> the items from it on. Two ways to get negatives:
+
+- full (catalogues up to FULL_SOFTMAX_MAX_ITEMS): every item is a negative. The item
+  tower runs over the whole catalogue once per batch, which at a few thousand items
+  costs less than the user tower. Items the user already had are masked out of the
+  softmax, as serving and evaluation exclude them.
+- in_batch (large catalogues): the other items of the batch are the negatives. Popular
+  items show up as in-batch negatives more often than a uniform sample would, which
+  pushes them down too hard; subtracting log q(item) from the logits (logQ correction,
+  Yi et al. 2019) undoes that bias.
+
+With future_window W > 1 (full softmax only) an example's targets are its next W items
+(PinnerFormer's dense all-action loss): what a user does next is a set more than a
+sequence, and that is what a recommender is judged on. Each user's last interaction
+is held out and the model is compared with the popularity baseline on it.
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -23,22 +34,30 @@ from tqdm import tqdm
 from training import evaluate
 from training.dataset import Dataset
 from training.examples import Examples, build_examples
-from training.two_tower import ModelConfig, TwoTower
+from training.two_tower import ItemContent, ModelConfig, TwoTower
 from training.vocab import Vocab
+
+FULL_SOFTMAX_MAX_ITEMS = 20_000  # above this the per-batch item tower pass over the catalogue gets slow
 
 
 @dataclass
 class TrainConfig:
     dim: int = 64
-    hidden: int = 128
+    hidden: int = 256
     history_len: int = 50
     demographic_keys: tuple[str, ...] = ("age", "gender", "occupation")
     max_categories: int = 16  # per item; more are cut
-    epochs: int = 10
+    max_tokens: int = 16  # title words per item; more are cut
+    epochs: int = 5  # chosen on validation (per-user protocol); more starts to overfit
     batch_size: int = 512
     lr: float = 3e-3
     weight_decay: float = 0.0
-    temperature: float = 0.05
+    temperature: float = 0.1
+    negatives: str = "auto"  # "full", "in_batch", or "auto": full up to FULL_SOFTMAX_MAX_ITEMS items
+    future_window: int = 1  # targets per example with full negatives: the next W items
+    id_dropout: float = 0.1  # share of item ids hidden from the item tower per step: trains the content path
+    dropout: float = 0.1  # on the towers' MLP inputs
+    user_weighting: str = "none"  # "sqrt": an example weighs 1/sqrt(its user's examples), so heavy users count less
     holdout: bool = True  # hold out each user's last interaction for the metrics
     seed: int = 1337
     threads: int = 1  # torch intra-op threads while training (restored afterwards); 2 is only ~10% faster on
@@ -51,6 +70,24 @@ class TrainedModel:
     vocab: Vocab
     config: TrainConfig
     metrics: dict[str, Any]
+
+    @torch.no_grad()
+    def item_vectors(self) -> np.ndarray:
+        """float32 [n_items, dim], row i = vocab.item_ids[i]."""
+        return self.model.all_items()[1:].numpy().astype(np.float32)
+
+    @torch.no_grad()
+    def user_vectors(self, recent_item_ids: list[list[str]], attributes: list[dict[str, Any]]) -> np.ndarray:
+        """float32 [U, dim] user-tower vectors; each history most recent first (unknown ids skipped)."""
+        length = self.model.config.history_len
+        history = torch.zeros(len(recent_item_ids), length, dtype=torch.long)
+        for row, ids in enumerate(recent_item_ids):
+            known = [i for i in (self.vocab.item_index(x) for x in ids) if i][:length]
+            history[row, : len(known)] = torch.tensor(known, dtype=torch.long)
+        demographics = torch.tensor([self.vocab.demographic_indices(a) for a in attributes], dtype=torch.long)
+        demographics = demographics.reshape(len(attributes), len(self.vocab.demographics))
+        return torch.cat([self.model.users(h, d) for h, d in zip(history.split(4096), demographics.split(4096),
+                                                                  strict=True)]).numpy().astype(np.float32)
 
 
 def sampled_softmax_loss(
@@ -69,15 +106,36 @@ def sampled_softmax_loss(
     return F.cross_entropy(logits, torch.arange(len(item_ids)))
 
 
-def _category_matrix(dataset: Dataset, vocab: Vocab, max_categories: int) -> torch.Tensor:
-    """[n_items + 1, C] category indices of each item, 0-padded (row 0 is the padding item)."""
-    index = vocab.category_index()
-    lists = [[index[c] for c in cs[:max_categories]] for cs in dataset.items["categories"]]
-    width = max(1, max((len(cs) for cs in lists), default=1))
-    out = torch.zeros(vocab.n_items + 1, width, dtype=torch.long)
-    for row, cs in enumerate(lists, start=1):
-        out[row, : len(cs)] = torch.tensor(cs, dtype=torch.long)
-    return out
+def full_softmax_loss(
+    users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, seen: torch.Tensor | None, temperature: float,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Softmax over the whole catalogue, several positives per row.
+
+    users [B, D]; items [n + 1, D] (row 0 = padding, never a candidate); targets [B, W] item
+    indices (0 = none); seen [B, n + 1] True where the user already had the item (masked out,
+    unless it is a target). The loss is the mean negative log-likelihood over the targets.
+    """
+    logits = users @ items.T / temperature
+    logits[:, 0] = -torch.inf
+    if seen is not None:
+        logits = logits.masked_fill(seen.scatter(1, targets, False), -torch.inf)
+    logp = torch.log_softmax(logits, dim=1).gather(1, targets)
+    valid = targets > 0
+    w = valid.float() if weights is None else valid * weights.unsqueeze(1)
+    return -torch.where(valid, logp, 0.0).mul(w).sum() / w.sum().clamp_min(1e-9)
+
+
+def item_content(dataset: Dataset, vocab: Vocab, config: TrainConfig) -> ItemContent:
+    """The content rows of every item in vocab order (row 0 = padding)."""
+    items = dataset.items.set_index("item_id").loc[vocab.item_ids]
+    brands = items["brand"] if "brand" in items else pd.Series("", index=items.index)
+    rows = [([], [], 0, 0)]
+    for cats, title, attrs, brand, price in zip(items["categories"], items["title"], items["attributes"], brands,
+                                                items["price"], strict=True):
+        c, t, y, p = vocab.content_indices(cats, str(title), attrs, str(brand or ""), float(price))
+        rows.append((c[: config.max_categories], t[: config.max_tokens], y, p))
+    return ItemContent.from_rows(rows)
 
 
 def _lr(step: int, total: int, config: TrainConfig) -> float:
@@ -98,6 +156,14 @@ def train(dataset: Dataset, config: TrainConfig, progress: bool = True) -> Train
         torch.set_num_threads(threads)
 
 
+def _negatives(config: TrainConfig, n_items: int) -> str:
+    if config.negatives == "auto":
+        return "full" if n_items <= FULL_SOFTMAX_MAX_ITEMS else "in_batch"
+    if config.negatives not in ("full", "in_batch"):
+        raise ValueError(f"TrainConfig.negatives must be 'auto', 'full' or 'in_batch', got {config.negatives!r}")
+    return config.negatives
+
+
 def _train(dataset: Dataset, config: TrainConfig, progress: bool) -> TrainedModel:
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
@@ -112,14 +178,23 @@ def _train(dataset: Dataset, config: TrainConfig, progress: bool) -> TrainedMode
         n_items=vocab.n_items,
         n_categories=len(vocab.categories),
         demographic_sizes={k: len(v) + 1 for k, v in vocab.demographics.items()},
+        n_tokens=len(vocab.tokens),
+        n_year_buckets=len(vocab.year_bounds),
+        n_price_buckets=len(vocab.price_bounds),
         dim=config.dim,
         hidden=config.hidden,
         history_len=config.history_len,
+        dropout=config.dropout,
     )
-    model = TwoTower(model_config, _category_matrix(dataset, vocab, config.max_categories))
+    model = TwoTower(model_config, item_content(dataset, vocab, config))
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    negatives = _negatives(config, vocab.n_items)
+    window = config.future_window if negatives == "full" else 1
+    all_items = torch.arange(vocab.n_items + 1)
 
     counts = ex.item_counts(vocab.n_items)
+    per_user = torch.bincount(ex.user[ex.train], minlength=len(ex.demographics)).float()
+    example_weight = per_user.clamp_min(1).rsqrt() if config.user_weighting == "sqrt" else None
     log_q = torch.log(counts.clamp_min(1.0) / counts.sum())  # sampling probability of each item as a positive
 
     steps_per_epoch = math.ceil(len(ex.train) / config.batch_size)
@@ -135,11 +210,20 @@ def _train(dataset: Dataset, config: TrainConfig, progress: bool) -> TrainedMode
             for group in optimizer.param_groups:
                 group["lr"] = _lr(step, total_steps, config)
             history = ex.history(positions, config.history_len)
-            demographics = ex.demographics[ex.user[positions]]
-            target = ex.items[positions]
-            users = model.users(history, demographics)
-            items = model.items(target)
-            loss = sampled_softmax_loss(users, items, target, log_q[target], config.temperature)
+            users = model.users(history, ex.demographics[ex.user[positions]])
+            if negatives == "full":
+                keep = (torch.rand(len(all_items), generator=gen) >= config.id_dropout).float()
+                rows, prior = ex.prior(positions)
+                seen = torch.zeros(len(positions), len(all_items), dtype=torch.bool)
+                seen[rows, prior] = True
+                weights = None if example_weight is None else example_weight[ex.user[positions]]
+                loss = full_softmax_loss(users, model.items(all_items, keep), ex.future(positions, window), seen,
+                                         config.temperature, weights)
+            else:
+                target = ex.items[positions]
+                keep = (torch.rand(len(positions), generator=gen) >= config.id_dropout).float()
+                items = model.items(target, keep)
+                loss = sampled_softmax_loss(users, items, target, log_q[target], config.temperature)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -149,14 +233,15 @@ def _train(dataset: Dataset, config: TrainConfig, progress: bool) -> TrainedMode
         epoch_loss = loss_sum / max(1, n_batches)
 
     with torch.no_grad():
-        # Items never seen in training kept their random id vectors: drop them, so the
-        # item tower places them by their categories alone.
+        # Items never seen in training kept ids that only ever learned to lose: drop them, so the
+        # item tower places them by their content alone, as it does for new items.
         model.item_tower.id_emb.weight[counts == 0] = 0.0
     model.eval()
 
     metrics: dict[str, Any] = {
         "train_examples": len(ex.train),
         "holdout_users": len(ex.holdout),
+        "negatives": negatives,
         "last_epoch_loss": round(epoch_loss, 4),
         "train_seconds": round(time.perf_counter() - t0, 1),
     }

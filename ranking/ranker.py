@@ -1,0 +1,171 @@
+"""The learned ranker as served: LightGBM trees over training/ranker_features.py.
+
+One object per model version, loaded from the version folder training exported
+(ranker.lgb, ranker.json, ranker_signals.*, with the version's user tower and item
+vectors). The ranking service and the offline evaluation both call `Ranker.rank`, so
+what is evaluated is what is served. Everything a call needs is in memory: the user
+tower runs once, the features are numpy over in-process arrays, the trees run on one
+thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from training.ranker_features import COL, FEATURES, RankerSignals
+from training.user_encoder import UserEncoder
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "ranker.lgb"
+META_FILE = "ranker.json"
+# Score parts sent back with each candidate: the model's score and the inputs that move it most.
+PART_FEATURES = ("two_tower", "ease", "covisitation", "content", "popularity")
+
+
+@dataclass
+class Ranked:
+    scores: np.ndarray  # float64 [n]: the ranker's score of each candidate, in input order
+    part_names: list[str]
+    parts: np.ndarray  # float64 [n, len(part_names)]
+
+
+class Ranker:
+    def __init__(self, version: str, booster: lgb.Booster, signals: RankerSignals, user_encoder: UserEncoder,
+                 item_ids: list[str], item_embeddings: np.ndarray, max_history: int) -> None:
+        self.version = version
+        self.model_version = f"ranker-{version}"
+        self.booster = booster
+        self.signals = signals
+        self.user_encoder = user_encoder
+        self.max_history = max_history
+        # item-tower vectors by signal row; items the version left out of the index (retired) have none
+        self.vectors = np.zeros((signals.n_items, item_embeddings.shape[1]), dtype=np.float32)
+        self.has_vector = np.zeros(signals.n_items, dtype=bool)
+        rows = signals.rows(item_ids)
+        ok = rows >= 0
+        self.vectors[rows[ok]] = item_embeddings[ok]
+        self.has_vector[rows[ok]] = True
+        self.part_names = ["ranker", *PART_FEATURES]
+        self._part_cols = [COL[n] for n in PART_FEATURES]
+
+    def rank(
+        self, user_id: str, recent_item_ids: Sequence[str], item_ids: Sequence[str],
+        retrieval_scores: Sequence[float] | None = None, sources: Sequence[str] | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> Ranked:
+        """Score candidates for a user from their recent items (most recent first) and attributes.
+
+        user_id is not a feature (any user is their recent items); it is here for logging and
+        future per-user features. An item the ranker does not know (added after training)
+        keeps its two-tower retrieval score when it came from the two-tower source; its
+        other features are missing, which the trees handle.
+        """
+        del user_id
+        history = self.signals.rows(_distinct(recent_item_ids, self.max_history))
+        history = history[history >= 0]
+        cand = self.signals.rows(list(item_ids))
+        known = cand >= 0
+        c = np.where(known, cand, 0)
+        query = self.user_encoder.encode(list(recent_item_ids), dict(attributes or {}))
+        tt = np.full(len(cand), np.nan, dtype=np.float32)
+        if query is not None:
+            with_vec = known & self.has_vector[c]
+            tt[with_vec] = self.vectors[c[with_vec]] @ query
+            if retrieval_scores is not None and sources is not None and not with_vec.all():
+                rs = np.asarray(retrieval_scores, dtype=np.float32)
+                from_tower = ~with_vec & (np.asarray(sources, dtype=object) == "two_tower")
+                tt[from_tower] = rs[from_tower]
+        x = self.signals.features(history, cand, tt, self.vectors, self.has_vector)
+        scores = self.booster.predict(x, num_threads=1)
+        parts = np.empty((len(cand), len(self.part_names)), dtype=np.float64)
+        parts[:, 0] = scores
+        parts[:, 1:] = np.nan_to_num(x[:, self._part_cols], nan=0.0)
+        return Ranked(scores=np.asarray(scores, dtype=np.float64), part_names=self.part_names, parts=parts)
+
+
+def _distinct(ids: Sequence[str], limit: int) -> list[str]:
+    """The first `limit` distinct ids, order kept."""
+    out: list[str] = []
+    seen: set[str] = set()
+    for i in ids:
+        if i not in seen:
+            seen.add(i)
+            out.append(i)
+            if len(out) == limit:
+                break
+    return out
+
+
+def load(version_dir: Path) -> Ranker | None:
+    """The version's ranker; None when the version was exported without one (the weighted scorer serves)."""
+    version_dir = Path(version_dir)
+    if not (version_dir / MODEL_FILE).exists():
+        return None
+    meta = json.loads((version_dir / META_FILE).read_text())
+    if list(meta["features"]) != list(FEATURES):
+        raise ValueError(f"{version_dir / META_FILE}: the ranker was trained on features {meta['features']}, "
+                         f"this code computes {list(FEATURES)}; retrain with this code")
+    manifest = json.loads((version_dir / "manifest.json").read_text())
+    booster = lgb.Booster(model_file=str(version_dir / MODEL_FILE))  # predict() is told num_threads=1
+    return Ranker(
+        version=manifest["version"], booster=booster, signals=RankerSignals.load(version_dir),
+        user_encoder=UserEncoder.load(version_dir / "user_tower.pt"),
+        item_ids=json.loads((version_dir / "item_ids.json").read_text()),
+        item_embeddings=np.load(version_dir / "item_embeddings.npy"), max_history=int(meta["max_history"]),
+    )
+
+
+class RankerSlot:
+    """The learned ranker the service uses now; None means the weighted scorer serves.
+
+    With an artifacts folder it follows `CURRENT` the way retrieval does: a new version's
+    ranker is loaded off the request path and swapped in as one reference assignment, so a
+    request sees one version; a version that fails to load is logged and the old one kept.
+    """
+
+    def __init__(self, ranker: Ranker | None = None, artifacts_dir: Path | None = None) -> None:
+        self.ranker = ranker
+        self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
+        self.version = ranker.version if ranker is not None else ""  # the version last loaded, ranker or not
+
+    def refresh(self) -> bool:
+        """Load the CURRENT version's ranker if the version changed; True when swapped."""
+        if self.artifacts_dir is None:
+            return False
+        current = self.artifacts_dir / "CURRENT"
+        if not current.exists():
+            return False
+        version = current.read_text().strip()
+        if not version or version == self.version:
+            return False
+        try:
+            ranker = load(self.artifacts_dir / version)
+        except Exception:  # keep the ranker we have; try again only when another version is published
+            self.version = version
+            log.exception("could not load the ranker of version %s; still ranking with %s", version,
+                          self.ranker.model_version if self.ranker else "the weighted scorer")
+            return False
+        self.ranker, self.version = ranker, version
+        if ranker is None:
+            log.info("version %s has no learned ranker: the weighted scorer serves", version)
+        else:
+            log.info("ranking with the learned ranker of version %s (%d trees)", version, ranker.booster.num_trees())
+        return True
+
+    async def watch(self, interval_s: float = 2.0) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:  # e.g. CURRENT unreadable for a moment; the next poll tries again
+                log.exception("ranker refresh failed")

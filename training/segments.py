@@ -1,0 +1,136 @@
+"""User segments and what is popular in each: the cold-start answer for a user who has
+demographics but no history ("popular with people like you").
+
+A segment is one demographic value, written "key:value": "age:25-34", "gender:f",
+"occupation:student", "location:paris", "zip:9" (the first digit of a US zip code).
+An item's score in a segment is its weighted interaction count there, times the square
+root of its lift (its share of the segment's interactions over its share of all), so
+a segment's list leans to what that segment likes more than everyone does, without
+handing the top to niche items.
+
+    <version>/segments.json  {"segments": {"gender:f": [[item_id, score], ...], ...}, "config": {...}}
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the orchestrator parses segments: keep pandas out of its imports
+    from training.dataset import Dataset
+
+FILE = "segments.json"
+KEYS = ("age", "gender", "occupation", "location", "zip")
+# (lower bound, label): MovieLens's age groups
+AGE_BANDS = ((0, "under-18"), (18, "18-24"), (25, "25-34"), (35, "35-44"), (45, "45-49"), (50, "50-55"), (56, "56+"))
+
+
+@dataclass
+class SegmentConfig:
+    top_n: int = 500  # items kept per segment
+    min_count: float = 3.0  # weighted interactions an item needs in a segment to be listed
+    min_users: int = 10  # smaller segments are left out: too few to say what they like
+
+
+def age_band(value: Any) -> str | None:
+    try:
+        age = float(value)
+    except (TypeError, ValueError):
+        return None
+    if age < 0 or age != age:
+        return None
+    return [label for low, label in AGE_BANDS if age >= low][-1]
+
+
+def _clean(value: Any) -> str:
+    return "" if value is None else str(value).strip().lower()
+
+
+def segment_tokens(demographics: Mapping[str, Any]) -> list[str]:
+    """The segments a user with these demographics belongs to, e.g. ["age:25-34", "gender:m"]."""
+    out = []
+    if (band := age_band(demographics.get("age"))) is not None:
+        out.append(f"age:{band}")
+    for key in ("gender", "occupation", "location"):
+        if value := _clean(demographics.get(key)):
+            out.append(f"{key}:{value}")
+    zip_code = _clean(demographics.get("zip_code") or demographics.get("zip"))
+    if zip_code[:1].isdigit():
+        out.append(f"zip:{zip_code[0]}")
+    return out
+
+
+def parse_segment(text: str) -> str:
+    """A request's segment in canonical form ("Age:30" -> "age:25-34"); ValueError says what is wrong."""
+    key, sep, value = text.partition(":")
+    key, value = key.strip().lower(), value.strip().lower()
+    if not sep or not value or key not in KEYS:
+        raise ValueError(f"must be key:value with key one of {', '.join(KEYS)} (e.g. \"age:25-34\"), got {text!r}")
+    if key == "age":
+        if value in {label for _, label in AGE_BANDS}:
+            return f"age:{value}"
+        band = age_band(value)
+        if band is None:
+            labels = ", ".join(label for _, label in AGE_BANDS)
+            raise ValueError(f"age must be a number or one of {labels}, got {value!r}")
+        return f"age:{band}"
+    return f"{key}:{value[:1] if key == 'zip' else value}"
+
+
+@dataclass
+class SegmentPopularity:
+    segments: dict[str, list[tuple[str, float]]]  # segment -> (item id, score), best first
+    config: SegmentConfig = field(default_factory=SegmentConfig)
+
+    def top(self, segment: str, k: int) -> list[tuple[str, float]]:
+        return self.segments.get(segment, [])[:k]
+
+    def save(self, version_dir: Path) -> None:
+        body = {"config": asdict(self.config), "segments": {s: [[i, round(x, 6)] for i, x in items]
+                                                            for s, items in self.segments.items()}}
+        (Path(version_dir) / FILE).write_text(json.dumps(body))
+
+
+def load(version_dir: Path) -> SegmentPopularity | None:
+    path = Path(version_dir) / FILE
+    if not path.exists():
+        return None
+    body = json.loads(path.read_text())
+    return SegmentPopularity({s: [(str(i), float(x)) for i, x in items] for s, items in body["segments"].items()},
+                             SegmentConfig(**body["config"]))
+
+
+def build(dataset: Dataset, config: SegmentConfig | None = None) -> SegmentPopularity:
+    import numpy as np
+    import pandas as pd
+
+    from training.covisitation import interaction_weights
+
+    cfg = config or SegmentConfig()
+    users = pd.DataFrame({"user_id": dataset.users["user_id"],
+                          "segment": [segment_tokens(d) for d in dataset.users["demographics"]]})
+    users = users.explode("segment").dropna()
+    sizes = users["segment"].value_counts()
+    users = users[users["segment"].isin(sizes[sizes >= cfg.min_users].index)]
+
+    inter = dataset.interactions
+    weight = interaction_weights(inter["type"].to_numpy(), inter["value"].to_numpy())
+    events = pd.DataFrame({"user_id": inter["user_id"], "item_id": inter["item_id"], "w": weight})
+    events = events[events["w"] > 0]
+    overall = events.groupby("item_id")["w"].sum()
+    total = float(overall.sum())
+
+    per = events.merge(users, on="user_id").groupby(["segment", "item_id"], sort=False)["w"].sum().reset_index()
+    per = per[per["w"] >= cfg.min_count]
+    seg_total = per.groupby("segment")["w"].transform("sum").to_numpy()
+    lift = (per["w"].to_numpy() / seg_total) / (overall.reindex(per["item_id"]).to_numpy() / total)
+    per["score"] = per["w"].to_numpy() * np.sqrt(lift)
+    per = per.sort_values(["segment", "score", "item_id"], ascending=[True, False, True])
+    segments = {
+        s: [(str(i), float(x)) for i, x in zip(g["item_id"].head(cfg.top_n), g["score"].head(cfg.top_n), strict=True)]
+        for s, g in per.groupby("segment", sort=True)
+    }
+    return SegmentPopularity(segments, cfg)
