@@ -70,6 +70,24 @@ def data_load(
     _say(f"loaded {counts}")
 
 
+@data_app.command("synthetic")
+def data_synthetic(
+    users: Annotated[int, typer.Option(help="Users")] = 100_000,
+    items: Annotated[int, typer.Option(help="Items")] = 100_000,
+    interactions: Annotated[int, typer.Option(help="Interactions")] = 1_000_000,
+    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    out: Annotated[Path | None, typer.Option(help="Write parquet here instead of PostgreSQL")] = None,
+    replace: Annotated[bool, typer.Option(help="Empty the tables first")] = False,
+) -> None:
+    """A synthetic shop: Zipf popularity, categories, prices, stock, sessions (streamed, not held in memory)."""
+    from training import synthetic
+
+    counts = (synthetic.generate(out, users, items, interactions, seed) if out else
+              synthetic.load_into_postgres(_settings().database_url, users, items, interactions, seed,
+                                           replace=replace))
+    _say(f"synthetic: {counts}")
+
+
 def _load(settings: Settings, path: Path | None, replace: bool) -> dict[str, int]:
     from storage.bulk import load_frames
     from training import movielens

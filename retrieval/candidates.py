@@ -56,7 +56,9 @@ def _search(s: Served, query: np.ndarray, k: int, skip: Collection[str]) -> list
         ok[ok] = s.active_rows(rows[0][ok])
         found = [(r, sc) for r, sc in zip(rows[0][ok].tolist(), scores[0][ok].tolist(), strict=True)
                  if ids[r] not in skip][:k]
-        if len(found) == k or n >= total:
+        # Done when full, at the whole catalogue, or when the index ran out of hits: an IVF
+        # search returns fewer than n (-1 rows) when its probed lists hold no more.
+        if len(found) == k or n >= total or int((rows[0] >= 0).sum()) < n:
             return found
         n = min(total, 4 * n)
 

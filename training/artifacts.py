@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from training.dataset import Dataset
+from training.index import build_index, read_index
 from training.item_encoder import ItemEncoder
 from training.ranker_features import FEATURES
 from training.train import TrainedModel, config_dict, json_ready
@@ -42,8 +43,6 @@ if TYPE_CHECKING:  # lightgbm is only needed where a ranker is trained or served
     from training.ranker import TrainedRanker
 
 FORMAT_VERSION = 2  # 2: content item tower (item_tower.pt), recency-kernel user tower
-FLAT_MAX_ITEMS = 100_000  # exact search is fast enough below this; IVF above
-IVF_NPROBE = 8
 POPULAR_TOP = 1000
 
 
@@ -63,14 +62,22 @@ class ModelArtifacts:
 # ---------------------------------------------------------------------------- export
 
 
-def export(model: TrainedModel, dataset: Dataset, artifacts_dir: Path, ranker: TrainedRanker | None = None) -> Path:
-    """Write a new version folder and make it CURRENT; returns the version folder."""
+def export(
+    model: TrainedModel, dataset: Dataset, artifacts_dir: Path, ranker: TrainedRanker | None = None,
+    extras: Sequence[Any] = (),
+) -> Path:
+    """Write a new version folder and make it CURRENT; returns the version folder.
+
+    `extras` are other sources' artifacts (co-visitation, TF-IDF, segment popularity), each
+    with save(folder); they are written before the manifest so their files are listed in it."""
     artifacts_dir = Path(artifacts_dir)
     artifacts_dir.mkdir(parents=True, exist_ok=True)
     version, tmp = _claim_version(artifacts_dir)
     try:
         if ranker is not None:
             _write_ranker(tmp, ranker)
+        for extra in extras:
+            extra.save(tmp)
         manifest = _write_version(tmp, version, model, dataset)
         if ranker is not None:
             manifest["ranker"] = {"features": list(FEATURES), "config": json_ready(asdict(ranker.config)),
@@ -93,7 +100,7 @@ def _write_version(folder: Path, version: str, trained: TrainedModel, dataset: D
     item_ids = [vocab.item_ids[i] for i in rows]
     embeddings = model.all_items()[1:][rows].numpy().astype(np.float32)
 
-    index, index_info = _build_index(embeddings)
+    index, index_info = build_index(embeddings)  # exact, IVF or IVF-PQ + re-rank by catalogue size
     faiss.write_index(index, str(folder / "index.faiss"))
     np.save(folder / "item_embeddings.npy", embeddings)
     (folder / "item_ids.json").write_text(json.dumps(item_ids))
@@ -127,22 +134,6 @@ def _write_ranker(folder: Path, ranker: TrainedRanker) -> None:
     meta = {"features": list(FEATURES), "max_history": ranker.config.max_history,
             "config": json_ready(asdict(ranker.config)), "metrics": ranker.metrics}
     (folder / "ranker.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def _build_index(embeddings: np.ndarray) -> tuple[faiss.Index, dict[str, Any]]:
-    n, dim = embeddings.shape
-    if n <= FLAT_MAX_ITEMS:
-        index = faiss.IndexFlatIP(dim)
-        index.add(embeddings)
-        return index, {"type": "Flat", "metric": "inner_product"}
-    nlist = int(min(65536, max(256, 2 ** round(math.log2(math.sqrt(n))))))  # ~sqrt(n) lists
-    quantizer = faiss.IndexFlatIP(dim)
-    index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-    sample = np.random.default_rng(0).choice(n, size=min(n, 64 * nlist), replace=False)
-    index.train(embeddings[np.sort(sample)])  # k-means on a sample; all of 1M+ rows adds little
-    index.add(embeddings)
-    index.nprobe = IVF_NPROBE
-    return index, {"type": "IVF", "metric": "inner_product", "nlist": nlist, "nprobe": IVF_NPROBE}
 
 
 def _popular(dataset: Dataset, indexed: set[str]) -> list[list[Any]]:
@@ -210,7 +201,7 @@ def load_version(version_dir: Path) -> ModelArtifacts:
                          f"this code reads {FORMAT_VERSION}; retrain with this code")
     item_ids = json.loads((version_dir / "item_ids.json").read_text())
     embeddings = np.load(version_dir / "item_embeddings.npy")
-    index = faiss.read_index(str(version_dir / "index.faiss"))
+    index = read_index(version_dir / "index.faiss", manifest.get("index"))
     if manifest["index"]["type"] == "IVF":
         faiss.extract_index_ivf(index).nprobe = int(manifest["index"]["nprobe"])
     if not len(item_ids) == embeddings.shape[0] == index.ntotal:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from training import content, covisitation, segments
 from training.artifacts import export
 from training.dataset import Dataset
 from training.ranker import RankerConfig, train_ranker
@@ -19,4 +20,6 @@ def train_and_export(
     config = config or TrainConfig()
     trained = train(dataset, config, progress=progress)
     learned = train_ranker(dataset, config, ranker_config, progress=progress) if ranker else None
-    return export(trained, dataset, artifacts_dir, ranker=learned)
+    # The retrieval service's other sources: "also bought", content similarity, segment popularity.
+    extras = [covisitation.build(dataset), content.build(dataset), segments.build(dataset)]
+    return export(trained, dataset, artifacts_dir, ranker=learned, extras=extras)
