@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from loadtest.bench import machine, percentile  # noqa: E402
 from recsys.config import ROOT  # noqa: E402
 from training import synthetic  # noqa: E402
-from training.index import IndexSpec, build_index, pq_m_for, write_index  # noqa: E402
+from training.index import IndexSpec, apply_params, build_index, pq_m_for, write_index  # noqa: E402
 
 K = 100
 WARMUP = 50
@@ -106,7 +106,22 @@ def synthetic_set(n: int, n_queries: int, seed: int) -> tuple[np.ndarray, np.nda
     return items, labels, queries
 
 
-def bench_index(n: int, n_queries: int, calls: int, seed: int, spec: IndexSpec | None = None) -> IndexRow:
+def parse_settings(text: str) -> list[dict[str, int]]:
+    """"448/16/32,384/12" -> search settings to time beside the built ones: nprobe/k_factor[/quantizer_nprobe]."""
+    out = []
+    for item in (t.strip() for t in text.split(",") if t.strip()):
+        values = [int(v) for v in item.split("/")]
+        if not 2 <= len(values) <= 3:
+            raise ValueError(f"--settings: {item!r} must be nprobe/k_factor or nprobe/k_factor/quantizer_nprobe")
+        out.append(dict(zip(("nprobe", "k_factor", "quantizer_nprobe"), values, strict=False)))
+    return out
+
+
+def bench_index(
+    n: int, n_queries: int, calls: int, seed: int, spec: IndexSpec | None = None,
+    more_settings: list[dict[str, int]] | None = None,
+) -> list[IndexRow]:
+    """The index chosen for n items (or `spec`) as built, then once per entry of more_settings."""
     t0 = time.perf_counter()
     items, _, queries = synthetic_set(n, n_queries, seed)
     print(f"  {n:,} vectors in {time.perf_counter() - t0:.0f} s; exact top {K} ...", file=sys.stderr, flush=True)
@@ -115,17 +130,25 @@ def bench_index(n: int, n_queries: int, calls: int, seed: int, spec: IndexSpec |
     print(f"  exact search {time.perf_counter() - t0:.0f} s; building ...", file=sys.stderr, flush=True)
     load_before = _load()
     index, params = build_index(items, spec=spec)
-    _, found = index.search(queries, K)
-    cpu: list[float] = []
-    lat = _latencies(lambda q: index.search(q.reshape(1, -1), K), list(queries), calls, cpu)
-    settings = ", ".join(f"{k} {params[k]}" for k in ("nprobe", "k_factor", "quantizer_nprobe") if k in params)
-    return IndexRow(
-        items=n, index=params["factory"], settings=settings or "exact", build_s=params["build_seconds"],
-        index_mb=round(params["bytes"] / 2**20, 1), recall_at_100=round(recall_at(found, exact), 4),
-        p50_ms=round(percentile(lat, 50), 3), p95_ms=round(percentile(lat, 95), 3),
-        p99_ms=round(percentile(lat, 99), 3), cpu_p50_ms=round(percentile(cpu, 50), 3),
-        cpu_p99_ms=round(percentile(cpu, 99), 3), load=f"{load_before} / {_load()}",
-    )
+    del items
+    rows = []
+    for extra in [{}, *(more_settings or [])]:
+        if extra:
+            params = {**params, **extra}
+            apply_params(index, params)
+        _, found = index.search(queries, K)
+        cpu: list[float] = []
+        lat = _latencies(lambda q: index.search(q.reshape(1, -1), K), list(queries), calls, cpu)
+        settings = ", ".join(f"{k} {params[k]}" for k in ("nprobe", "k_factor", "quantizer_nprobe") if k in params)
+        rows.append(IndexRow(
+            items=n, index=params["factory"], settings=settings or "exact", build_s=params["build_seconds"],
+            index_mb=round(params["bytes"] / 2**20, 1), recall_at_100=round(recall_at(found, exact), 4),
+            p50_ms=round(percentile(lat, 50), 3), p95_ms=round(percentile(lat, 95), 3),
+            p99_ms=round(percentile(lat, 99), 3), cpu_p50_ms=round(percentile(cpu, 50), 3),
+            cpu_p99_ms=round(percentile(cpu, 99), 3), load=f"{load_before} / {_load()}",
+        ))
+        load_before = _load()
+    return rows
 
 
 # ---------------------------------------------------------------------------- movielens
@@ -401,6 +424,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--calls", type=int, default=2000, help="timed single queries / RPCs per row")
     p.add_argument("--rpc-items", type=int, default=1_000_000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--settings", default="", help="index part: more search settings to time on each built index, "
+                   "comma-separated nprobe/k_factor[/quantizer_nprobe], e.g. 384/16/32,448/12/16")
     p.add_argument("--admin-database-url", default=os.environ.get("TEST_DATABASE_URL",
                                                                   "postgresql://postgres@127.0.0.1:5432/test"),
                    help="PostgreSQL server where the rpc part creates (and drops) an empty database")
@@ -423,8 +448,9 @@ def main(argv: list[str] | None = None) -> int:
         rows = []
         for n in (int(s) for s in args.sizes.split(",") if s.strip()):
             print(f"index: {n:,} items", file=sys.stderr, flush=True)
-            rows.append(bench_index(n, args.queries, args.calls, args.seed))
-            print(table(rows[-1:]), flush=True)
+            built = bench_index(n, args.queries, args.calls, args.seed, more_settings=parse_settings(args.settings))
+            rows += built
+            print(table(built), flush=True)
         report["index"] = [asdict(r) for r in rows]
         md += ["## Index (synthetic vectors, single query, k=100)", "", table(rows), ""]
     if "movielens" in parts:

@@ -10,6 +10,11 @@
     seen_types = ["purchase"]          # what counts as "already seen" here
     promoted = ["sku-1"]
     promotion_boost = 0.2
+    [[surface.home.sources]]             # replaces the default list (orchestrator/sources.py)
+    name = "two_tower"
+    k = 200
+    gate = "history"
+    timeout_ms = 80
     [[experiment]]                       # see orchestrator/experiments.py
     ...
 
@@ -25,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import experiments
+from orchestrator.sources import DEFAULT_SOURCES, CandidateSource, parse_sources
 from storage.records import INTERACTION_TYPES
 
 
@@ -38,6 +44,9 @@ class PipelineParams:
     promoted: frozenset[str] = frozenset()
     promotion_boost: float = 0.0
     reserved_share: float = 0.0
+    # candidate sources (orchestrator/sources.py): one Retrieve call each, gated, with its own timeout
+    sources: tuple[CandidateSource, ...] = DEFAULT_SOURCES
+    cold_start_interactions: int = 5  # fewer: the cold gates open (segment popular, preferred categories)
 
     def updated(self, values: dict[str, Any], where: str) -> PipelineParams:
         known = {f.name: f for f in fields(self)}
@@ -49,6 +58,11 @@ class PipelineParams:
                 value = frozenset(value)
                 if key == "seen_types" and not value <= set(INTERACTION_TYPES):
                     raise ValueError(f"{where}.seen_types: unknown types {sorted(value - set(INTERACTION_TYPES))}")
+            elif key == "sources":
+                value = parse_sources(value, f"{where}.sources")
+            elif key == "cold_start_interactions" and (
+                    not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000):
+                raise ValueError(f"{where}.cold_start_interactions: must be an integer from 0 to 1000, got {value!r}")
             changes[key] = value
         return replace(self, **changes)
 
@@ -73,6 +87,8 @@ def parse(data: dict[str, Any], source: str = "config") -> OrchestratorConfig:
     for exp in exps:  # variant params are pipeline settings: reject unknown ones at load, not per request
         for v in exp.variants:
             base.updated(v.params, f"{source}: experiment {exp.name!r} variant {v.name!r} params")
+            if "sources" in v.params:  # parsed once here, not per request
+                v.params["sources"] = parse_sources(v.params["sources"], "")
     return OrchestratorConfig(surfaces, experiments.Experiments(exps))
 
 

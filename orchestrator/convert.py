@@ -7,6 +7,7 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from orchestrator.preferences import check_preferences
 from orchestrator.validation import check_finite, check_id
 from protos import recsys_pb2 as pb
 from recsys.errors import InvalidArgument
@@ -83,4 +84,4 @@ def user_to_pb(u: UserRecord) -> pb.User:
 def user_from_pb(msg: pb.User) -> UserRecord:
     check_id("user.user_id", msg.user_id)
     return UserRecord(user_id=msg.user_id, demographics=from_struct(msg.demographics),
-                      preferences=from_struct(msg.preferences))
+                      preferences=check_preferences(from_struct(msg.preferences)))

@@ -1,9 +1,11 @@
-"""Candidate filters: each is a named predicate (True = keep); removals are counted per filter."""
+"""Candidate filters: each is a named predicate (True = keep); removals are counted per filter
+and, for the debug trace, listed by id."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TypeVar
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 from orchestrator.catalog import Catalog
 from orchestrator.filter_expr import Filter
@@ -43,16 +45,34 @@ def request_rules(
     return rules
 
 
-def apply_rules(items: Sequence[T], key: Callable[[T], str], rules: list[Rule]) -> tuple[list[T], dict[str, int]]:
-    """Keep items that pass every rule (in order: "inactive" first, so later rules see known items)."""
+@dataclass
+class Filtered(Generic[T]):
+    kept: list[T]
+    removed: dict[str, int]  # filter name -> how many it removed
+    removed_ids: dict[str, list[str]]  # filter name -> the first ids it removed (when asked for)
+
+
+def filter_items(items: Sequence[T], key: Callable[[T], str], rules: list[Rule], keep_ids: int = 0) -> Filtered[T]:
+    """Keep items that pass every rule (in order: "inactive" first, so later rules see known items);
+    an item is charged to the first rule that removes it. keep_ids: record up to that many removed
+    ids per rule (the debug trace), 0 = counts only."""
     kept: list[T] = []
     removed: dict[str, int] = {}
+    removed_ids: dict[str, list[str]] = {}
     for it in items:
         item_id = key(it)
         for name, keep in rules:
             if not keep(item_id):
-                removed[name] = removed.get(name, 0) + 1
+                n = removed[name] = removed.get(name, 0) + 1
+                if n <= keep_ids:
+                    removed_ids.setdefault(name, []).append(item_id)
                 break
         else:
             kept.append(it)
-    return kept, removed
+    return Filtered(kept, removed, removed_ids)
+
+
+def apply_rules(items: Sequence[T], key: Callable[[T], str], rules: list[Rule]) -> tuple[list[T], dict[str, int]]:
+    """filter_items without the ids: kept items and removal counts per rule."""
+    out = filter_items(items, key, rules)
+    return out.kept, out.removed

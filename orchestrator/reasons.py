@@ -5,8 +5,13 @@ from __future__ import annotations
 from orchestrator.catalog import Catalog
 
 
-def reason(source: str, anchor_item_id: str, catalog: Catalog, scope: str = "", segment: bool = False) -> str:
-    """scope: the category a trending or popular list was asked for; segment: it was asked for a segment."""
+def reason(
+    source: str, anchor_item_id: str, catalog: Catalog, scope: str = "", segment: bool = False, picked: bool = False,
+) -> str:
+    """scope: the category a trending or popular list was asked for; segment: it was asked for a segment;
+    picked: the scope is a category the user picked at onboarding."""
+    if picked and scope and source in ("trending", "popular"):
+        return f"{'Trending' if source == 'trending' else 'Popular'} in {scope}, which you picked"
     anchor = catalog.get(anchor_item_id) if anchor_item_id else None
     title = anchor.title if anchor and anchor.title else anchor_item_id
     if source == "two_tower":

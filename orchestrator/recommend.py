@@ -1,17 +1,21 @@
-"""The Recommend pipeline: cache, hydration, retrieval, ranking, filters, selection, decoration.
+"""The Recommend pipeline: cache, hydration, candidate sources, ranking, filters, selection, decoration.
 
 Plain async Python over its dependencies (pool, Redis, two gRPC stubs, the catalogue)
-so tests call it without a server. Optional stages fail open: ranking down or slow
--> retrieval order; retrieval down -> popular items from the catalogue; Redis down
--> no cache. The response says when it was degraded.
+so tests call it without a server. Optional stages fail open: a candidate source failing
+or late -> the others' candidates; every source down -> precomputed recommendations,
+else popular items from the catalogue; ranking down or slow -> retrieval order; Redis
+down -> no cache. The response says when it was degraded.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import grpc
 from psycopg_pool import AsyncConnectionPool
@@ -23,8 +27,10 @@ from orchestrator.catalog import Catalog
 from orchestrator.config import OrchestratorConfig, PipelineParams
 from orchestrator.convert import item_to_pb
 from orchestrator.exposures import ExposureLog
+from orchestrator.preferences import preferred_categories
 from orchestrator.reasons import reason
 from orchestrator.selection import Diversity, Promotions
+from orchestrator.sources import Call, Group, Merged, UserQuery, fill_target, merge, own_candidates, plan
 from orchestrator.stats import Stats
 from orchestrator.trace import Trace
 from orchestrator.validation import check_id, check_k, request_params
@@ -33,10 +39,11 @@ from protos import recsys_pb2_grpc as pb_grpc
 from recsys.config import Settings
 from recsys.errors import InvalidArgument, NotFound
 from storage import cache
-from storage.interactions import user_history, user_history_with_types
+from storage.interactions import HistoryEntry, user_history, user_history_with_types
 from storage.precomputed import get_precomputed
+from storage.records import UserRecord
 from storage.users import get_user
-from training.segments import parse_segment
+from training.segments import parse_segment, segment_tokens
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +53,8 @@ ITEM_SOURCES = ("similar_items", "content", "also_bought")  # sources that know 
 TRENDING_WINDOWS = ("1h", "24h", "7d")
 HISTORY_LIMIT = 1000  # seen-filter horizon
 RECENT_FOR_MODEL = 50  # the user tower's window
-DEADLINE_MARGIN_S = 0.005  # leave time to answer after the last downstream call
+DEADLINE_MARGIN_S = 0.02  # time to filter, select, decorate and send after the last downstream call (2 busy cores)
+DEBUG_REMOVED_IDS = 100  # removed ids listed per filter in the debug trace
 
 Remaining = Callable[[], float | None]
 
@@ -66,12 +74,26 @@ class Ranked:
     scores: list[float]
     part_names: list[str] = field(default_factory=list)
     parts: list[float] = field(default_factory=list)
+    scopes: list[str] = field(default_factory=list)  # per candidate: the category it was asked for, or ""
+    picked: list[bool] = field(default_factory=list)  # per candidate: that category is one the user picked
 
     @classmethod
     def unranked(cls, cands: pb.CandidateList) -> Ranked:
         """Candidates in the order given, scored by their source (ranking skipped or unavailable)."""
         return cls(list(cands.item_ids), list(cands.sources), list(cands.anchor_item_ids),
                    list(range(len(cands.item_ids))), list(cands.scores))
+
+    @classmethod
+    def merged(cls, m: Merged, ranked: pb.RankResponse | None = None) -> Ranked:
+        """Merged candidates in the ranker's order; without one, in retrieval order scored 1 / (1 + position):
+        the sources' own scores do not compare across sources."""
+        if ranked is None:
+            order, scores, names, parts = list(range(len(m))), [1 / (1 + p) for p in range(len(m))], [], []
+        else:
+            order, scores = list(ranked.order), list(ranked.scores)
+            names, parts = list(ranked.score_part_names), list(ranked.score_parts)
+        return cls(list(m.item_ids), list(m.sources), list(m.anchors), order, scores, names, parts,
+                   list(m.scopes), list(m.picked))
 
     def __len__(self) -> int:
         return len(self.order)
@@ -90,9 +112,28 @@ class Ranked:
             self.order.append(len(self.item_ids) - 1)
             self.scores.append(floor)
             self.parts.extend([0.0] * len(self.part_names))
+            if self.scopes:
+                self.scopes.append("")
+                self.picked.append(False)
 
     def item_id(self, p: int) -> str:
         return self.item_ids[self.order[p]]
+
+
+class _Failed(NamedTuple):
+    """A source call that failed or ran late; its stage record says which."""
+
+    call: Call
+    code: grpc.StatusCode
+    record: pb.StageTrace
+
+
+def _failure(exc: grpc.aio.AioRpcError | TimeoutError, timeout: float) -> tuple[grpc.StatusCode, str]:
+    """A failed source call's status and its trace note."""
+    code = exc.code() if isinstance(exc, grpc.aio.AioRpcError) else grpc.StatusCode.DEADLINE_EXCEEDED
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return code, f"timed out ({code.name} after {timeout * 1000:.3g} ms): skipped"
+    return code, f"failed ({code.name}): skipped"
 
 
 def _cache_field(req: pb.RecommendRequest, variant: str) -> str:
@@ -106,6 +147,13 @@ def _cache_field(req: pb.RecommendRequest, variant: str) -> str:
 def _candidates(scored: list[tuple[str, float]], source: str) -> pb.CandidateList:
     return pb.CandidateList(item_ids=[i for i, _ in scored], scores=[s for _, s in scored],
                             sources=[source] * len(scored), anchor_item_ids=[""] * len(scored))
+
+
+def _merged(cands: pb.CandidateList) -> Merged:
+    """A fallback answer (precomputed, popular) as merged candidates."""
+    n = len(cands.item_ids)
+    return Merged(list(cands.item_ids), list(cands.scores), list(cands.sources), list(cands.anchor_item_ids),
+                  [""] * n, [False] * n)
 
 
 def _business_items(params: PipelineParams, req: pb.RecommendRequest) -> list[str]:
@@ -156,32 +204,42 @@ class Recommender:
             return cached
 
         with trace.stage("hydrate") as st:
-            profile, history = await self._hydrate(user_id, trace, st)
+            user, history = await self._hydrate(user_id, trace, st)
             st.candidates_out = len(history)
-        types_by_item = dict(history)
-        seen = set() if req.filters.include_seen else {i for i, t in history if not t.isdisjoint(params.seen_types)}
+        profile = user.demographics if user else {}
+        types_by_item = {h.item_id: h.types for h in history}
+        seen = set() if req.filters.include_seen else {
+            h.item_id for h in history if not h.types.isdisjoint(params.seen_types)}
+        recent = history[:RECENT_FOR_MODEL]
         user_ctx = pb.UserContext(
-            user_id=user_id, recent_item_ids=[i for i, _ in history[:RECENT_FOR_MODEL]],
+            user_id=user_id, recent_item_ids=[h.item_id for h in recent], recent_timestamps=[h.ts for h in recent],
             attributes={key: str(v) for key, v in profile.items() if v is not None and v != ""},
         )
+        query = UserQuery(len(history), bool(segment_tokens(profile)),
+                          tuple(preferred_categories(user.preferences if user else None)),
+                          params.cold_start_interactions)
         # Ask for more than k: filters and selection remove some.
         want = min(1000, max(4 * k, 200))
 
         with trace.stage("retrieve") as st:
-            request = pb.RetrieveRequest(request_id=request_id, user=user_ctx, k=want, exclude_item_ids=sorted(seen))
-            found, model_version = await self._retrieve(request, remaining, trace, st, surface)
-            st.candidates_out = len(found.item_ids)
-        with trace.stage("rank", len(found.item_ids)) as st:
+            request = pb.RetrieveRequest(request_id=request_id, user=user_ctx, exclude_item_ids=sorted(seen))
+            found, model_version = await self._sources(request, params, query, k, want, remaining, trace, st, surface)
+            st.candidates_out = len(found)
+        with trace.stage("rank", len(found)) as st:
             if params.ranker:
                 ranked = await self._rank(request_id, user_ctx, found, req.context, remaining, trace, st)
             else:
-                ranked, st.note = Ranked.unranked(found), "skipped: ranker off for this variant"
+                ranked, st.note = Ranked.merged(found), "skipped: ranker off for this variant"
             ranked.add_missing(_business_items(params, req), "promoted")
             st.candidates_out = len(ranked)
         with trace.stage("filter", len(ranked)) as st:
             rules = flt.request_rules(req.filters, seen, self.catalog, expression, types_by_item)
-            kept, removed = flt.apply_rules(range(len(ranked)), ranked.item_id, rules)
-            st.removed.update(removed)
+            out = flt.filter_items(range(len(ranked)), ranked.item_id, rules,
+                                   DEBUG_REMOVED_IDS if req.debug else 0)
+            kept = out.kept
+            st.removed.update(out.removed)
+            for name, ids in out.removed_ids.items():
+                st.removed_item_ids[name].item_ids.extend(ids)
             st.candidates_out = len(kept)
         with trace.stage("select", len(kept)) as st:
             picked = selection.select(
@@ -230,18 +288,130 @@ class Recommender:
 
     async def _hydrate(
         self, user_id: str, trace: Trace, st: pb.StageTrace
-    ) -> tuple[dict, list[tuple[str, set[str]]]]:
-        """The user's demographics and history (most recent first, with interaction types) from PostgreSQL."""
+    ) -> tuple[UserRecord | None, list[HistoryEntry]]:
+        """The user (demographics, preferences) and history (most recent first, with interaction types and
+        times) from PostgreSQL."""
         try:
             async with self.pool.connection() as conn:
                 user = await get_user(conn, user_id)
                 history = await user_history_with_types(conn, user_id, HISTORY_LIMIT)
         except Exception as exc:
             trace.degrade(st, f"user history unavailable: {type(exc).__name__}")
-            return {}, []
+            return None, []
         if user is None:
             st.note = "unknown user: cold start"
-        return (user.demographics if user else {}), history
+        return user, history
+
+    async def _sources(
+        self, request: pb.RetrieveRequest, params: PipelineParams, query: UserQuery, k: int, want: int,
+        remaining: Remaining, trace: Trace, st: pb.StageTrace, surface: str,
+    ) -> tuple[Merged, str]:
+        """The surface's candidate sources, gated, called concurrently, merged. Fill sources are called after
+        the others, only when those came up short (a warm user's answer needs no popular filler: one call
+        less). A failed or late source is skipped (the answer degraded unless the source is optional); all
+        of them failing -> the fallback."""
+        calls, gated = plan(params.sources, query, want)
+        for stage, why in gated:
+            trace.note(stage, f"gated off: {why}")
+        main, fill = [c for c in calls if not c.spec.fill], [c for c in calls if c.spec.fill]
+        results = await self._call_sources(main, request, remaining, trace)
+        found = len({i for r in results if isinstance(r, Group) for i in r.item_ids})
+        target = fill_target(want, k)
+        if fill and found < target:
+            results += await self._call_sources(fill, request, remaining, trace)
+        for c in fill if fill and found >= target else []:
+            trace.note(c.stage, f"not needed: the other sources found {found} candidates")
+        groups = [r for r in results if isinstance(r, Group)]
+        failures = [r for r in results if isinstance(r, _Failed)]
+        if results and not groups:
+            return _merged(await self._without_retrieval(request, want, failures[0].code, trace, st, surface)), ""
+        for f in failures:
+            if not f.call.spec.optional:
+                trace.degrade(f.record, f"{f.call.stage} {f.record.note}")
+        if not results:
+            st.note = "every source gated off: the catalogue's popular items"
+            return _merged(self._fallback(want, set(request.exclude_item_ids))), ""
+        st.note = f"{len(groups)} of {len(results)} sources answered"
+        return merge(groups, want, target), next((g.model_version for g in groups if g.model_version), "")
+
+    async def _call_sources(
+        self, calls: list[Call], base: pb.RetrieveRequest, remaining: Remaining, trace: Trace,
+    ) -> list[Group | _Failed]:
+        """The calls' candidates, concurrently. A source with its own timeout gets a Retrieve call of its
+        own; the others share one call (RetrieveRequest.separate_sources) under the default timeout: the
+        retrieval service works through a request's sources one after another either way, and one call
+        instead of four keeps concurrent requests from queueing behind each other's calls there."""
+        shared = [c for c in calls if not c.spec.timeout_ms]
+        own = [c for c in calls if c.spec.timeout_ms] + (shared if len(shared) < 2 else [])
+        jobs = [self._call_source(c, base, remaining, trace) for c in own]
+        if len(shared) >= 2:
+            jobs.append(self._call_shared(shared, base, remaining, trace))
+        out: list[Group | _Failed] = []
+        for r in await asyncio.gather(*jobs):
+            out.extend(r if isinstance(r, list) else [r])
+        return out
+
+    async def _retrieve_within(self, request: pb.RetrieveRequest, timeout: float) -> pb.RetrieveResponse:
+        # gRPC keeps deadlines to the millisecond, so a fast answer can beat a sub-millisecond one;
+        # the event loop's timer holds the call to its budget exactly (and cancels it).
+        return await asyncio.wait_for(self.retrieval.Retrieve(request, timeout=timeout), timeout)
+
+    async def _call_source(
+        self, call: Call, base: pb.RetrieveRequest, remaining: Remaining, trace: Trace,
+    ) -> Group | _Failed:
+        """One source's Retrieve call under its own timeout; its trace stage says how it went."""
+        request = pb.RetrieveRequest()
+        request.CopyFrom(base)
+        request.k = call.k
+        request.sources.append(call.source_request())
+        configured = call.spec.timeout_ms / 1000 if call.spec.timeout_ms else self.settings.retrieval_timeout_s
+        timeout = max(_timeout(configured, remaining), 0.0)
+        with trace.stage(call.stage) as st:
+            try:
+                resp = await self._retrieve_within(request, timeout)
+            except (grpc.aio.AioRpcError, TimeoutError) as exc:
+                code, st.note = _failure(exc, timeout)
+                return _Failed(call, code, st)
+            group = own_candidates(call, resp.candidates, self._in_category)
+            st.candidates_out = len(group.item_ids)
+            group.model_version = resp.model_version
+            return group
+
+    async def _call_shared(
+        self, calls: list[Call], base: pb.RetrieveRequest, remaining: Remaining, trace: Trace,
+    ) -> list[Group | _Failed]:
+        """Several sources in one Retrieve call, each answered on its own; each keeps its trace stage."""
+        request = pb.RetrieveRequest()
+        request.CopyFrom(base)
+        request.k = max(c.k for c in calls)
+        request.separate_sources = True
+        request.sources.extend(c.source_request() for c in calls)
+        timeout = max(_timeout(self.settings.retrieval_timeout_s, remaining), 0.0)
+        shared = f"one Retrieve call for {len(calls)} sources"
+        records = [trace.note(c.stage, shared) for c in calls]
+        start = time.perf_counter()
+        try:
+            resp = await self._retrieve_within(request, timeout)
+            if len(resp.groups) != len(calls):  # a retrieval service from before separate_sources
+                raise grpc.aio.AioRpcError(grpc.StatusCode.UNIMPLEMENTED, grpc.aio.Metadata(), grpc.aio.Metadata(),
+                                           f"expected {len(calls)} source groups, got {len(resp.groups)}")
+        except (grpc.aio.AioRpcError, TimeoutError) as exc:
+            code, note = _failure(exc, timeout)
+            for st in records:
+                st.note, st.latency_ms = f"{note} ({shared})", (time.perf_counter() - start) * 1000
+            return [_Failed(c, code, st) for c, st in zip(calls, records, strict=True)]
+        latency = (time.perf_counter() - start) * 1000
+        out: list[Group | _Failed] = []
+        for call, st, found in zip(calls, records, resp.groups, strict=True):
+            group = own_candidates(call, found, self._in_category)
+            group.model_version = resp.model_version
+            st.candidates_out, st.latency_ms = len(group.item_ids), latency
+            out.append(group)
+        return out
+
+    def _in_category(self, item_id: str, category: str) -> bool:
+        it = self.catalog.items.get(item_id)
+        return it is not None and category in it.categories
 
     async def _retrieve(
         self, request: pb.RetrieveRequest, remaining: Remaining, trace: Trace, st: pb.StageTrace,
@@ -251,14 +421,21 @@ class Recommender:
             timeout = _timeout(self.settings.retrieval_timeout_s, remaining)
             resp = await self.retrieval.Retrieve(request, timeout=timeout)
         except grpc.aio.AioRpcError as exc:
-            exclude = set(request.exclude_item_ids)
-            pre = await self._precomputed(request.user.user_id, surface, exclude) if request.user.user_id else None
-            if pre is not None and pre.item_ids:
-                trace.degrade(st, f"retrieval failed ({exc.code().name}): precomputed recommendations instead")
-                return pre, ""
-            trace.degrade(st, f"retrieval failed ({exc.code().name}): popular items instead")
-            return self._fallback(request.k, exclude), ""
+            return await self._without_retrieval(request, request.k, exc.code(), trace, st, surface), ""
         return resp.candidates, resp.model_version
+
+    async def _without_retrieval(
+        self, request: pb.RetrieveRequest, k: int, code: grpc.StatusCode, trace: Trace, st: pb.StageTrace,
+        surface: str,
+    ) -> pb.CandidateList:
+        """Retrieval failed: the user's precomputed recommendations if any, else the catalogue's popular items."""
+        exclude = set(request.exclude_item_ids)
+        pre = await self._precomputed(request.user.user_id, surface, exclude) if request.user.user_id else None
+        if pre is not None and pre.item_ids:
+            trace.degrade(st, f"retrieval failed ({code.name}): precomputed recommendations instead")
+            return pre
+        trace.degrade(st, f"retrieval failed ({code.name}): popular items instead")
+        return self._fallback(k, exclude)
 
     def _fallback(self, k: int, exclude: set[str]) -> pb.CandidateList:
         top = [(i, s) for i, s in self.catalog.popular[: k + len(exclude)] if i not in exclude][:k]
@@ -277,29 +454,29 @@ class Recommender:
         return _candidates([(i, s) for i, s in row if i not in exclude], "precomputed")
 
     async def _rank(
-        self, request_id: str, user: pb.UserContext, found: pb.CandidateList, context: pb.Context,
+        self, request_id: str, user: pb.UserContext, found: Merged, context: pb.Context,
         remaining: Remaining, trace: Trace, st: pb.StageTrace,
     ) -> Ranked:
         if not found.item_ids:
-            return Ranked.unranked(found)
-        request = pb.RankRequest(request_id=request_id, user=user, context=context, candidates=found)
+            return Ranked.merged(found)
+        request = pb.RankRequest(request_id=request_id, user=user, context=context, candidates=found.to_pb())
         try:
             resp = await self.ranking.Rank(request, timeout=_timeout(self.settings.ranking_timeout_s, remaining))
         except grpc.aio.AioRpcError as exc:
             trace.degrade(st, f"ranking failed ({exc.code().name}): retrieval order")
-            return Ranked.unranked(found)
-        return Ranked(list(found.item_ids), list(found.sources), list(found.anchor_item_ids), list(resp.order),
-                      list(resp.scores), list(resp.score_part_names), list(resp.score_parts))
+            return Ranked.merged(found)
+        return Ranked.merged(found, resp)
 
     def _decorate(self, ranked: Ranked, p: int) -> pb.ScoredItem:
         i = ranked.order[p]
         item_id, source, anchor = ranked.item_ids[i], ranked.sources[i], ranked.anchors[i]
+        scope, picked = (ranked.scopes[i], ranked.picked[i]) if ranked.scopes else ("", False)
         m = len(ranked.part_names)
         item = self.catalog.get(item_id)
         return pb.ScoredItem(
             item_id=item_id, score=ranked.scores[p], source=source,
             score_parts=dict(zip(ranked.part_names, ranked.parts[p * m : (p + 1) * m], strict=True)),
-            reason=reason(source, anchor, self.catalog),
+            reason=reason(source, anchor, self.catalog, scope=scope, picked=picked),
             item=item_to_pb(item) if item else None,
         )
 

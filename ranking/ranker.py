@@ -61,22 +61,31 @@ class Ranker:
     def rank(
         self, user_id: str, recent_item_ids: Sequence[str], item_ids: Sequence[str],
         retrieval_scores: Sequence[float] | None = None, sources: Sequence[str] | None = None,
-        attributes: dict[str, Any] | None = None,
+        attributes: dict[str, Any] | None = None, recent_timestamps: Sequence[float] | None = None,
     ) -> Ranked:
         """Score candidates for a user from their recent items (most recent first) and attributes.
 
         user_id is not a feature (any user is their recent items); it is here for logging and
-        future per-user features. An item the ranker does not know (added after training)
-        keeps its two-tower retrieval score when it came from the two-tower source; its
+        future per-user features. recent_timestamps (unix seconds, parallel to recent_item_ids)
+        feed the session features when given. An item the ranker does not know (added after
+        training) keeps its two-tower retrieval score when it came from the two-tower source; its
         other features are missing, which the trees handle.
         """
         del user_id
-        history = self.signals.rows(_distinct(recent_item_ids, self.max_history))
-        history = history[history >= 0]
+        # distinct, as training saw histories (a request's list may repeat what Feast's adds)
+        positions = _distinct(recent_item_ids, max(self.max_history, self.user_encoder.history_len))
+        recent = [recent_item_ids[p] for p in positions]
+        positions = positions[: self.max_history]
+        rows = self.signals.rows(recent[: self.max_history])
+        history = rows[rows >= 0]
+        gaps = None
+        if recent_timestamps is not None and len(recent_timestamps) == len(recent_item_ids) and len(history):
+            times = np.asarray(recent_timestamps, dtype=np.float64)[positions][rows >= 0]
+            gaps = times.max() - times
         cand = self.signals.rows(list(item_ids))
         known = cand >= 0
         c = np.where(known, cand, 0)
-        query = self.user_encoder.encode(list(recent_item_ids), dict(attributes or {}))
+        query = self.user_encoder.encode(recent, dict(attributes or {}))
         tt = np.full(len(cand), np.nan, dtype=np.float32)
         if query is not None:
             with_vec = known & self.has_vector[c]
@@ -85,7 +94,7 @@ class Ranker:
                 rs = np.asarray(retrieval_scores, dtype=np.float32)
                 from_tower = ~with_vec & (np.asarray(sources, dtype=object) == "two_tower")
                 tt[from_tower] = rs[from_tower]
-        x = self.signals.features(history, cand, tt, self.vectors, self.has_vector)
+        x = self.signals.features(history, cand, tt, self.vectors, self.has_vector, gaps)
         scores = self.booster.predict(x, num_threads=1)
         parts = np.empty((len(cand), len(self.part_names)), dtype=np.float64)
         parts[:, 0] = scores
@@ -93,14 +102,14 @@ class Ranker:
         return Ranked(scores=np.asarray(scores, dtype=np.float64), part_names=self.part_names, parts=parts)
 
 
-def _distinct(ids: Sequence[str], limit: int) -> list[str]:
-    """The first `limit` distinct ids, order kept."""
-    out: list[str] = []
+def _distinct(ids: Sequence[str], limit: int) -> list[int]:
+    """Positions of the first `limit` distinct ids, order kept."""
+    out: list[int] = []
     seen: set[str] = set()
-    for i in ids:
+    for p, i in enumerate(ids):
         if i not in seen:
             seen.add(i)
-            out.append(i)
+            out.append(p)
             if len(out) == limit:
                 break
     return out

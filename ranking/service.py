@@ -47,15 +47,20 @@ class RankingServicer(pb_grpc.RankingServicer):
             raise InvalidArgument("candidates", f"must hold 1 to {MAX_CANDIDATES} candidates, got {n}")
         if (got := len(cands.scores)) != n:
             raise InvalidArgument("candidates.scores", f"must have one score per item id ({n}), got {got}")
-        user = self.online.user_features(request.user.user_id) if request.user.user_id else {}
-        # Request-time history is fresher than the materialized one; use both.
-        recent = list(request.user.recent_item_ids) + list(user.get("recent_item_ids") or [])
+        recent = list(request.user.recent_item_ids)[:RECENT_LIMIT]
+        times = list(request.user.recent_timestamps)[:RECENT_LIMIT]
+        if len(times) != len(recent):
+            times = []
+        if not recent and request.user.user_id:
+            # A caller without the history (the orchestrator sends it from PostgreSQL, fresher than any
+            # materialized copy): the user's recent items from Feast, without times.
+            recent = list(self.online.user_features(request.user.user_id).get("recent_item_ids") or [])[:RECENT_LIMIT]
         ranker = self.learned.ranker  # one version for the whole request
         if ranker is not None:
             try:
                 sources = list(cands.sources) if len(cands.sources) == n else None
-                ranked = ranker.rank(request.user.user_id, recent[:RECENT_LIMIT], item_ids, list(cands.scores),
-                                     sources, dict(request.user.attributes))
+                ranked = ranker.rank(request.user.user_id, recent, item_ids, list(cands.scores), sources,
+                                     dict(request.user.attributes), recent_timestamps=times or None)
                 order = np.argsort(-ranked.scores, kind="stable")
                 return pb.RankResponse(
                     order=order.tolist(), scores=ranked.scores[order].tolist(), score_part_names=ranked.part_names,
@@ -63,7 +68,7 @@ class RankingServicer(pb_grpc.RankingServicer):
                 )
             except Exception:  # the weighted scorer still gives a sound order
                 log.exception("learned ranker %s failed; weighted scorer instead", ranker.model_version)
-        profile = category_profile(recent[:RECENT_LIMIT], self.items.features)
+        profile = category_profile(recent, self.items.features)
         feats = [self.items.get(i) for i in item_ids]
         scored = self.scorer.score(list(cands.scores), feats, profile, self.items.max_popularity)
         return pb.RankResponse(

@@ -375,10 +375,10 @@ def _ensure_traversable(path: Path) -> None:
 
 def _ensure_readable_tree(root: Path) -> None:
     """Make the bundled PostgreSQL installation readable by the PostgreSQL user."""
+    _ensure_traversable(root)  # its parents too: a checkout under a private (0700) folder hides the binaries
     probe = root / "bin" / "postgres"
     if probe.stat().st_mode & stat.S_IXOTH and (root / "share").stat().st_mode & stat.S_IXOTH:
         return  # the usual case: installed with umask 022
-    _ensure_traversable(root)
     for dirpath, _dirnames, filenames in os.walk(root):
         d = Path(dirpath)
         d.chmod(d.stat().st_mode | stat.S_IROTH | stat.S_IXOTH)

@@ -20,6 +20,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from retrieval.interleave import interleave
 from retrieval.served import Served
 from retrieval.trending import Trending
 
@@ -259,20 +260,4 @@ def trending(
 
 def merge(groups: list[list[Candidate]], k: int) -> list[Candidate]:
     """Interleave sources round-robin by rank, dropping duplicates (the first to reach an item keeps it)."""
-    seen: set[str] = set()
-    out: list[Candidate] = []
-    iters = [iter(g) for g in groups if g]
-    while iters:
-        alive = []
-        for it in iters:
-            c = next(it, None)
-            if c is None:
-                continue
-            alive.append(it)
-            if c.item_id not in seen:
-                seen.add(c.item_id)
-                out.append(c)
-                if len(out) == k:
-                    return out
-        iters = alive
-    return out
+    return [groups[g][r] for _, g, r in interleave([[c.item_id for c in group] for group in groups], k)]

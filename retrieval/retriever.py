@@ -157,6 +157,22 @@ class Retriever:
         self, recent_item_ids: list[str], attributes: dict[str, str], sources: list[SourceSpec],
         exclude: set[str], k: int, item_id: str = "",
     ) -> list[Candidate]:
+        """Candidates of the named sources (or the default mix), merged, at most k."""
+        return self._retrieve(recent_item_ids, attributes, sources, exclude, k, item_id)  # type: ignore[return-value]
+
+    def retrieve_groups(
+        self, recent_item_ids: list[str], attributes: dict[str, str], sources: list[SourceSpec],
+        exclude: set[str], k: int, item_id: str = "",
+    ) -> list[list[Candidate]]:
+        """Each named source's own candidates, in the order named: no merge, no fill (k is only checked)."""
+        if not sources:
+            raise InvalidArgument("sources", "separate_sources needs at least one named source")
+        return self._retrieve(recent_item_ids, attributes, sources, exclude, k, item_id, separate=True)  # type: ignore[return-value]
+
+    def _retrieve(
+        self, recent_item_ids: list[str], attributes: dict[str, str], sources: list[SourceSpec],
+        exclude: set[str], k: int, item_id: str = "", separate: bool = False,
+    ) -> list[Candidate] | list[list[Candidate]]:
         s = self.served
         if s is None:
             raise Unavailable("no model artifacts loaded yet: run `recsys train`")
@@ -171,6 +187,8 @@ class Retriever:
         if any(spec.name == "two_tower" for spec in specs) or (not named and recent_item_ids):
             query = candidates.user_query(s, recent_item_ids, attributes)
         groups = [self._run(s, spec, recent_item_ids, attributes, anchors, query, exclude, item_id) for spec in specs]
+        if separate:
+            return groups
         merged = candidates.merge(groups, k)
         if len(merged) < k:  # too little history or a small catalogue: fill with popular items
             taken = exclude | {c.item_id for c in merged}

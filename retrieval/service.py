@@ -25,6 +25,14 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
     @handles_errors
     async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:
         user = request.user
+        if request.separate_sources:
+            groups = self.retriever.retrieve_groups(
+                recent_item_ids=list(user.recent_item_ids), attributes=dict(user.attributes),
+                sources=[SourceSpec(s.name, s.k, s.window, s.category, s.segment) for s in request.sources],
+                exclude=set(request.exclude_item_ids), k=request.k, item_id=request.item_id,
+            )
+            return pb.RetrieveResponse(groups=[to_candidate_list(g) for g in groups],
+                                       model_version=self.retriever.version)
         found = self.retriever.retrieve(
             recent_item_ids=list(user.recent_item_ids),
             attributes=dict(user.attributes),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from psycopg import AsyncConnection
 
 from storage.records import InteractionRecord
@@ -38,11 +40,19 @@ async def user_history(conn: AsyncConnection, user_id: str, limit: int = 1000) -
     return [r["item_id"] for r in await cur.fetchall()]
 
 
-async def user_history_with_types(conn: AsyncConnection, user_id: str, limit: int = 1000) -> list[tuple[str, set[str]]]:
-    """The distinct items a user interacted with, most recent first, each with the interaction types seen."""
+class HistoryEntry(NamedTuple):
+    item_id: str
+    types: set[str]  # the interaction types seen with the item
+    ts: float  # unix seconds of the latest interaction with it
+
+
+async def user_history_with_types(conn: AsyncConnection, user_id: str, limit: int = 1000) -> list[HistoryEntry]:
+    """The distinct items a user interacted with, most recent first, each with the interaction types
+    seen and the time of the latest one (the ranker's session features)."""
     cur = await conn.execute(
-        """SELECT item_id, array_agg(DISTINCT type) AS types FROM interactions WHERE user_id = %s
+        """SELECT item_id, array_agg(DISTINCT type) AS types, extract(epoch FROM max(ts))::float8 AS ts
+           FROM interactions WHERE user_id = %s
            GROUP BY item_id ORDER BY max(ts) DESC, item_id LIMIT %s""",
         (user_id, limit),
     )
-    return [(r["item_id"], set(r["types"])) for r in await cur.fetchall()]
+    return [HistoryEntry(r["item_id"], set(r["types"]), r["ts"]) for r in await cur.fetchall()]

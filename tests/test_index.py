@@ -31,7 +31,7 @@ def test_choose_follows_the_catalogue_size() -> None:
     one_m = choose(1_000_000, 64)
     assert (one_m.kind, one_m.nlist, one_m.nprobe, one_m.pq_m, one_m.two_level) == ("ivf_pq", 1024, 96, 64, False)
     ten_m = choose(10_000_000, 64)
-    assert ten_m.two_level and ten_m.nlist == 16384 and ten_m.k_factor == 16
+    assert ten_m.two_level and ten_m.nlist == 16384 and ten_m.k_factor == 16 and ten_m.scan_implem == 11
     assert choose(1_000_000, 128).pq_m == 64  # two dimensions per 4-bit sub-quantizer above 64
     assert ten_m.factory(64) == "IVF16384_IVF128,PQ64x4fs,RFlat"
 
@@ -74,9 +74,16 @@ def test_ivf_pq_with_re_rank_finds_the_true_neighbours(vectors: tuple[np.ndarray
 def test_two_level_lists_for_very_large_catalogues(vectors: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     items, queries = vectors
     spec = IndexSpec("ivf_pq", nlist=256, nprobe=48, pq_m=32, k_factor=8, train_per_list=32, two_level=True,
-                     quantizer_nprobe=8)
+                     quantizer_nprobe=8, scan_implem=11)
     index, params = build_index(items, spec=spec)
     assert params["factory"] == "IVF256_IVF16,PQ32x4fs,RFlat" and params["quantizer_nprobe"] == 8
+    assert params["scan_implem"] == 11 and faiss.downcast_index(faiss.extract_index_ivf(index)).implem == 11
+    # the scan implementation changes speed, not results
+    found = index.search(queries, 20)
+    faiss.downcast_index(faiss.extract_index_ivf(index)).implem = 0
+    default = index.search(queries, 20)
+    np.testing.assert_array_equal(found[1], default[1])
+    np.testing.assert_allclose(found[0], default[0], rtol=1e-5)
     assert index.ntotal == len(items)
     truth = exact(items, queries, 20)
     assert recall(index.search(queries, 20)[1], truth) >= 0.85
@@ -84,6 +91,7 @@ def test_two_level_lists_for_very_large_catalogues(vectors: tuple[np.ndarray, np
     again = read_index(tmp_path / "index.faiss", {**params, "quantizer_nprobe": 4})
     quantizer = faiss.extract_index_ivf(faiss.extract_index_ivf(again).quantizer)
     assert quantizer.nprobe == 4 and quantizer.ntotal == 256
+    assert faiss.downcast_index(faiss.extract_index_ivf(again)).implem == 11  # from params: not in the file
 
 
 def test_l2_metric(vectors: tuple[np.ndarray, np.ndarray]) -> None:

@@ -3,8 +3,10 @@ a tiny synthetic data set, the export / load round trip, and Rank over gRPC in t
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import grpc
@@ -17,15 +19,26 @@ from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from ranking import ranker as served
 from recsys.config import Settings
+from retrieval.service import RetrievalServicer
 from tests.test_training import synthetic
 from training.artifacts import export, load_current
 from training.dataset import Dataset
-from training.ranker import RankerConfig, histories, label_split, train_ranker
+from training.ranker import (
+    RankerConfig,
+    attributes_of,
+    histories,
+    label_split,
+    make_examples,
+    request_attributes,
+    timed_histories,
+    train_ranker,
+)
+from training.ranker_candidates import RetrievalCandidates
 from training.ranker_features import COL, FEATURES, RankerSignals, SignalConfig, build_signals
 from training.train import TrainConfig, train
 
 TINY_TT = TrainConfig(epochs=2, batch_size=64, dim=16, hidden=32)
-TINY_RANKER = RankerConfig(candidates=20, extra_candidates=5, num_trees=20, min_data_in_leaf=5)
+TINY_RANKER = RankerConfig(candidates=20, num_trees=20, min_data_in_leaf=5)
 
 # ------------------------------------------------------------------------- features
 
@@ -47,7 +60,7 @@ def _hand_signals() -> RankerSignals:
         year=np.array([1990, 2000, np.nan, 2010], np.float32),
         log_price=np.full(4, np.nan, np.float32),
         categories=categories, content=content, covisitation=cov, ease=ease,
-        config=SignalConfig(half_life=1.0),  # history weights 1, 0.5 -> normalized 2/3, 1/3
+        config=SignalConfig(half_life=1.0, session_half_life_s=60.0),  # history weights 1, 0.5 -> 2/3, 1/3
     )
 
 
@@ -58,7 +71,8 @@ def test_features_on_a_hand_made_case() -> None:
     history = sig.rows(["a", "b"])  # a is the most recent
     cand = sig.rows(["c", "d", "new-item"])
     assert cand.tolist() == [2, 3, -1]
-    x = sig.features(history, cand, np.array([0.5, 0.2, np.nan], np.float32), vectors, has_vector)
+    gaps = np.array([0.0, 60.0])  # b was a minute before a: session weights 1, 0.5
+    x = sig.features(history, cand, np.array([0.5, 0.2, np.nan], np.float32), vectors, has_vector, gaps)
     assert x.shape == (3, len(FEATURES)) and x.dtype == np.float32
 
     def f(name: str) -> list[float]:
@@ -80,6 +94,8 @@ def test_features_on_a_hand_made_case() -> None:
         "year": [nan, 2010, nan], "year_gap": [nan, 15.0, nan], "price_gap": [nan, nan, nan],
         "popularity_gap": [pop[2] - hist_pop, pop[3] - hist_pop, nan],
         "history_len": [2, 2, 2], "history_popularity": [hist_pop, hist_pop, hist_pop],
+        "ease_session": [0.2 + 0.5 * 0.5, 0.3 + 0.5 * 0.6, nan], "covisitation_session": [0.5 * 0.2, 0.0, nan],
+        "session_len": [1.5, 1.5, 1.5],
     }
     assert set(expected) == set(FEATURES)
     for name, values in expected.items():
@@ -89,6 +105,12 @@ def test_features_on_a_hand_made_case() -> None:
     empty = sig.features(np.zeros(0, np.int64), cand, np.array([0.5, 0.2, np.nan], np.float32), vectors, has_vector)
     assert empty[:, COL["history_len"]].tolist() == [0, 0, 0]
     assert np.isnan(empty[:, COL["ease"]]).all() and np.isnan(empty[:, COL["content"]]).all()
+    # no times: the session features are missing, the rest is unchanged
+    untimed = sig.features(history, cand, np.array([0.5, 0.2, np.nan], np.float32), vectors, has_vector)
+    session = [COL["ease_session"], COL["covisitation_session"], COL["session_len"]]
+    assert np.isnan(untimed[:, session]).all()
+    rest = [i for i in range(len(FEATURES)) if i not in session]
+    assert np.allclose(untimed[:, rest], x[:, rest], equal_nan=True)
 
 
 def test_signals_save_and_load_round_trip(tmp_path: Path) -> None:
@@ -127,6 +149,31 @@ def test_labels_are_each_users_latest_interactions_and_the_models_never_see_them
     assert signals.popularity[signals.row["late"]] == 0.0
     assert signals.covisitation[signals.row["late"]].nnz == 0
     assert signals.ease is not None and not signals.ease[signals.row["late"]].any()
+
+
+def test_training_candidates_are_what_the_retrieval_service_sends() -> None:
+    ds = synthetic(n_users=30, n_items=40, per_user=12)
+    early, labels = label_split(ds, 0.2)
+    tt = train(early, TINY_TT, progress=False)
+    hist = timed_histories(early.interactions)
+    user = "u3"
+    recent, _ = hist[user]
+    attrs = request_attributes(attributes_of(ds)[user])
+    with RetrievalCandidates(early, tt, k=15) as retrieve:
+        got = retrieve(recent, attrs, set(recent))
+        # the retrieval service's own code, over gRPC's message types, on the same published version
+        servicer = RetrievalServicer(retrieve.retriever)
+        resp = asyncio.run(servicer.Retrieve(pb.RetrieveRequest(
+            user=pb.UserContext(user_id=user, recent_item_ids=recent, attributes=attrs), k=15,
+            exclude_item_ids=recent), None))  # type: ignore[arg-type]
+        sources = set(resp.candidates.sources)
+        examples = make_examples([user], hist, labels, attributes_of(ds), tt, build_signals(early), retrieve,
+                                 replace(TINY_RANKER, negative_share=1.0))
+    assert got == list(resp.candidates.item_ids) and len(got) == 15
+    assert not set(got) & set(recent)  # seen items are excluded, as the orchestrator asks
+    assert len(sources) > 1, sources  # the default mix: more than the two-tower
+    assert examples.groups.tolist() == [15]  # one example per retrieved candidate
+    assert examples.labels.sum() == len(labels[user] & set(got))
 
 
 # ------------------------------------------------------------------ train, export, serve
@@ -183,6 +230,11 @@ def test_export_load_round_trip_scores_like_the_trained_trees(published: tuple[D
     tt = np.array([arts.item_embeddings[arts.item_index[c]] @ query for c in candidates[:3]] + [0.9], np.float32)
     x = sig.features(sig.rows(recent), rows, tt, ranker.vectors, ranker.has_vector)
     assert np.allclose(out.scores, ranker.booster.predict(x, num_threads=1))
+    # with the recent items' times (a repeat and an unknown item in the list keep them aligned)
+    timed = ranker.rank("u1", [*recent[:2], "nope", recent[0], recent[2]], candidates, [0.1, 0.2, 0.3, 0.9],
+                        ["two_tower"] * 4, attrs, recent_timestamps=[1000.0, 940.0, 900.0, 800.0, 700.0])
+    x = sig.features(sig.rows(recent), rows, tt, ranker.vectors, ranker.has_vector, np.array([0.0, 60.0, 300.0]))
+    assert np.allclose(timed.scores, ranker.booster.predict(x, num_threads=1))
     assert out.parts[3, out.part_names.index("two_tower")] == pytest.approx(0.9)  # unknown item: its retrieval score
 
     # a version exported without a ranker has none; the slot then leaves ranking to the weighted scorer

@@ -222,6 +222,10 @@ def test_train_export_and_serve_round_trip(tmp_path: Path) -> None:
     enc = arts.user_encoder
     q = enc.encode(["i0", "i4", "nope"], {"age": "24", "gender": "M"})
     assert q is not None and q.shape == (16,) and q.dtype == np.float32
+    # the numpy forward pass serving uses is the torch tower's
+    for recent, attrs in [(["i0", "i4", "nope"], {"age": "24", "gender": "M"}), ([], {"gender": "F"}),
+                          ([f"i{i}" for i in range(39, -1, -1)], {})]:
+        assert np.allclose(enc.encode(recent, attrs), enc.encode_torch(recent, attrs), atol=1e-5)
     assert abs(float(np.linalg.norm(q)) - 1.0) < 1e-5
     scores, rows = arts.index.search(q[None], 5)
     assert ((rows >= 0) & (rows < n_indexed)).all()

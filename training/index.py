@@ -51,6 +51,7 @@ class IndexSpec:
     kmeans_iterations: int = 10
     two_level: bool = False  # two-level k-means and an IVF quantizer over the list centroids
     quantizer_nprobe: int = 0  # two_level: groups the quantizer scans when searching (adding uses fewer)
+    scan_implem: int = 0  # faiss fast-scan search implementation; 0 lets faiss choose (docs/scale.md)
 
     def factory(self, dim: int) -> str:
         if self.kind == "flat":
@@ -67,8 +68,9 @@ def choose(n: int, dim: int) -> IndexSpec:
         nlist = int(max(256, 2 ** round(math.log2(math.sqrt(n)))))
         return IndexSpec("ivf_pq", nlist=nlist, nprobe=max(32, nlist * 3 // 32), pq_m=pq_m_for(dim), k_factor=4)
     # 10M: 16384 lists of ~600, scan 448; PQ ranks are noisier among 10M, so re-rank 1600
+    # implem 11 scans a single query's lists ~10% faster than faiss' own choice there (same results)
     return IndexSpec("ivf_pq", nlist=16384, nprobe=448, pq_m=pq_m_for(dim), k_factor=16, train_per_list=32,
-                     two_level=True, quantizer_nprobe=32)
+                     two_level=True, quantizer_nprobe=32, scan_implem=11)
 
 
 def pq_m_for(dim: int) -> int:
@@ -110,6 +112,8 @@ def build_index(
                       train_points=size, kmeans_iterations=spec.kmeans_iterations)
         if spec.two_level:
             params.update(quantizer_nprobe=spec.quantizer_nprobe)
+        if spec.scan_implem:
+            params.update(scan_implem=spec.scan_implem)
     apply_params(index, params)
     params["build_seconds"] = round(time.perf_counter() - started, 1)
     params["bytes"] = memory_bytes(index)
@@ -117,12 +121,14 @@ def build_index(
 
 
 def apply_params(index: faiss.Index, params: dict[str, Any]) -> faiss.Index:
-    """Set the search settings of params (nprobe, k_factor) on an index; returns it."""
+    """Set the search settings of params (nprobe, k_factor, scan_implem) on an index; returns it."""
     if "nprobe" in params:
         ivf = faiss.extract_index_ivf(index)
         ivf.nprobe = int(params["nprobe"])
         if "quantizer_nprobe" in params:
             faiss.extract_index_ivf(ivf.quantizer).nprobe = int(params["quantizer_nprobe"])
+        if "scan_implem" in params:  # not stored in the index file
+            faiss.downcast_index(ivf).implem = int(params["scan_implem"])
     if "k_factor" in params:
         index.k_factor = float(params["k_factor"])  # an IndexRefine (read_index and index_factory downcast)
     return index

@@ -1,5 +1,5 @@
-"""The learned ranker: gradient-boosted trees (LightGBM, lambdarank) that re-rank a user's
-candidates with the features of training/ranker_features.py.
+"""The learned ranker: gradient-boosted trees (LightGBM, a listwise ranking objective) that
+re-rank a user's candidates with the features of training/ranker_features.py.
 
 Labels come from the training period only, never from anything later: each user's last
 `label_fraction` of interactions by time (the evaluation protocol's per-user split,
@@ -9,15 +9,18 @@ example are what serving computes for a user's future: scores of models that hav
 seen what they are asked to predict. The served signals are then rebuilt from all the
 data, and the served two-tower is the one trained on all of it.
 
-Candidates per user are what retrieval sends (the two-tower's top `candidates`) plus
-a few from EASE and popularity, so the trees also learn what to make of items the
-two-tower ranks low.
+Candidates per user are what the retrieval service sends for them: its own code runs on
+the early models (training/ranker_candidates.py), so the trees learn on the mix of
+two-tower, "also bought", content and trending candidates they rank when served.
+Training costs one more two-tower fit (on ~80% of the data) and a few seconds of
+candidates, features and trees.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -27,26 +30,33 @@ import pandas as pd
 
 from training.dataset import Dataset
 from training.evaluation.splits import per_user_split
+from training.ranker_candidates import RetrievalCandidates
 from training.ranker_features import FEATURES, RankerSignals, SignalConfig, build_signals
+from training.sources import SourceArtifacts, source_artifacts
 from training.train import TrainConfig, TrainedModel, train
 
 log = logging.getLogger(__name__)
+
+# (recent item ids, attributes, items to exclude) -> candidate item ids: what retrieval sends
+Retrieve = Callable[[list[str], dict[str, str], set[str]], list[str]]
 
 
 @dataclass
 class RankerConfig:
     label_fraction: float = 0.2  # each user's last share of interactions: the positives
-    candidates: int = 200  # two-tower candidates per user: what the orchestrator asks retrieval for
-    extra_candidates: int = 30  # more from EASE (or co-visitation) and popularity each, not yet among them
+    candidates: int = 200  # candidates per user: what the orchestrator asks retrieval for
     max_history: int = 50  # recent items the features read: what the orchestrator sends (RECENT_FOR_MODEL)
+    use_times: bool = True  # session features from the recent items' times (the orchestrator sends them)
     max_users: int = 30_000  # users with labels sampled for examples (features cost ~1 ms per user)
     negative_share: float = 0.3  # share of each user's non-label candidates kept as examples (speed)
+    objective: str = "rank_xendcg"  # LightGBM: rank_xendcg (as good as lambdarank here, 3x faster), lambdarank
     num_trees: int = 100  # with these settings more trees overfit the few thousand positives (validation)
     learning_rate: float = 0.05
     num_leaves: int = 15
     min_data_in_leaf: int = 100
     feature_fraction: float = 0.8
-    valid_share: float = 0.1  # users kept out of the trees, to report how much the ranker adds
+    label_windows: int = 1  # label periods, each before the last: W two-tower fits, W times the examples
+    valid_share: float = 0.0  # users kept out of the trees, to report how much the ranker adds (costs examples)
     early_stopping: int = 0  # stop when the held-out users' NDCG@10 has not improved in this many trees; 0 = off
     seed: int = 0
     signals: SignalConfig = field(default_factory=SignalConfig)
@@ -71,59 +81,95 @@ class Examples:
 def histories(interactions: pd.DataFrame) -> dict[str, list[str]]:
     """Each user's distinct items, most recent first, ties by item id: serving's order
     (storage.interactions.user_history)."""
+    return {u: items for u, (items, _) in timed_histories(interactions).items()}
+
+
+def timed_histories(interactions: pd.DataFrame) -> dict[str, tuple[list[str], np.ndarray]]:
+    """histories() with each item's latest interaction time, unix seconds (float64)."""
     last = interactions.groupby(["user_id", "item_id"], sort=False)["ts"].max().reset_index()
     last = last.sort_values(["user_id", "ts", "item_id"], ascending=[True, False, True], kind="stable")
-    return {u: list(g) for u, g in last.groupby("user_id", sort=False)["item_id"]}
+    seconds = last["ts"].astype("int64").to_numpy() / 1e9
+    users, items = last["user_id"].to_numpy(), last["item_id"].to_numpy()
+    if not len(users):
+        return {}
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    ends = np.r_[starts[1:], len(users)]
+    return {users[a]: (items[a:b].tolist(), seconds[a:b]) for a, b in zip(starts, ends, strict=True)}
 
 
 def attributes_of(dataset: Dataset) -> dict[str, dict[str, Any]]:
     return dict(zip(dataset.users["user_id"], dataset.users["demographics"], strict=True))
 
 
+def request_attributes(demographics: dict[str, Any]) -> dict[str, str]:
+    """Demographics as the orchestrator sends them (UserContext.attributes): strings, empty ones left out."""
+    return {key: str(v) for key, v in demographics.items() if v is not None and v != ""}
+
+
 def train_ranker(
     dataset: Dataset, two_tower: TrainConfig, config: RankerConfig | None = None, progress: bool = False,
+    sources: SourceArtifacts | None = None,
 ) -> TrainedRanker:
-    """Fit the candidate models on each user's earlier interactions, the trees on the later ones."""
+    """Fit the candidate models on each user's earlier interactions, the trees on the later ones.
+
+    With label_windows W > 1 this is repeated W times, each window's labels taken from just
+    before the previous window's: more examples for the trees, one more two-tower fit each.
+    """
     cfg = config or RankerConfig()
     t0 = time.perf_counter()
-    early, labels = label_split(dataset, cfg.label_fraction)
-    tt = train(early, replace(two_tower, holdout=False), progress=progress)
-    signals = build_signals(early, cfg.signals)
-    t_models = time.perf_counter() - t0
-
     rng = np.random.default_rng(cfg.seed)
-    users = sorted(labels)
+    attrs = attributes_of(dataset)
+    users = sorted(dataset.interactions["user_id"].unique())
     if len(users) > cfg.max_users:
         users = sorted(rng.choice(users, size=cfg.max_users, replace=False).tolist())
     n_valid = int(len(users) * cfg.valid_share) if len(users) >= 20 else 0
-    shuffled = rng.permutation(users).tolist()
-    valid_users, fit_users = sorted(shuffled[:n_valid]), sorted(shuffled[n_valid:])
+    valid_users = set(rng.permutation(users)[:n_valid].tolist())
 
-    hist = histories(early.interactions)
-    attrs = attributes_of(dataset)
-    fit = make_examples(fit_users, hist, labels, attrs, tt, signals, cfg, rng)
-    # held-out users keep every candidate: their NDCG is measured on the lists serving would rank
-    valid = make_examples(valid_users, hist, labels, attrs, tt, signals, replace(cfg, negative_share=1.0), rng) \
-        if valid_users else None
-    t_examples = time.perf_counter() - t0 - t_models
+    fits: list[Examples] = []
+    valid: Examples | None = None
+    windows: list[dict[str, Any]] = []
+    data = dataset
+    for w in range(cfg.label_windows):
+        t = time.perf_counter()
+        early, labels = label_split(data, cfg.label_fraction)
+        if not labels:
+            break
+        tt = train(early, replace(two_tower, holdout=False, seed=two_tower.seed + w), progress=progress)
+        early_sources = source_artifacts(early)
+        signals = build_signals(early, cfg.signals, early_sources)
+        hist = timed_histories(early.interactions)
+        mine = [u for u in users if u in labels]
+        with RetrievalCandidates(early, tt, cfg.candidates, early_sources) as retrieve:
+            fit = make_examples([u for u in mine if u not in valid_users], hist, labels, attrs, tt, signals,
+                                retrieve, cfg, rng)
+            if w == 0 and valid_users:  # held-out users keep every candidate: the lists serving would rank
+                valid = make_examples([u for u in mine if u in valid_users], hist, labels, attrs, tt, signals,
+                                      retrieve, replace(cfg, negative_share=1.0), rng)
+        fits.append(fit)
+        windows.append({"examples": int(len(fit.labels)), "positives": int(fit.labels.sum()),
+                        "candidate_recall": round(float(fit.labels.sum() / max(1, fit.n_relevant.sum())), 4),
+                        "seconds": round(time.perf_counter() - t, 1)})
+        data = early
+    if not fits:
+        raise ValueError("no user has enough interactions to label ranker examples")
+    fit = Examples(*(np.concatenate([getattr(f, name) for f in fits]) for name in Examples.__dataclass_fields__))
 
+    t = time.perf_counter()
     booster = fit_trees(fit, valid, cfg)
     metrics: dict[str, Any] = {
-        "label_fraction": cfg.label_fraction,
-        "examples": int(len(fit.labels)), "positives": int(fit.labels.sum()), "users": len(fit_users),
+        "label_fraction": cfg.label_fraction, "windows": windows,
+        "examples": int(len(fit.labels)), "positives": int(fit.labels.sum()),
         "trees": booster.best_iteration or booster.current_iteration(),
-        "candidate_recall": round(float(fit.labels.sum() / max(1, fit.n_relevant.sum())), 4),
     }
     if valid is not None and len(valid.labels):
         order_tt = -valid.features[:, FEATURES.index("two_tower")]
-        metrics["valid_users"] = len(valid_users)
+        metrics["valid_users"] = len(valid.groups)
         metrics["valid_ndcg@10"] = {
             "ranker": round(group_ndcg(-booster.predict(valid.features, num_threads=1), valid), 4),
             "two_tower": round(group_ndcg(order_tt, valid), 4),
         }
-    full_signals = build_signals(dataset, cfg.signals)
-    metrics["seconds"] = {"candidate_models": round(t_models, 1), "examples": round(t_examples, 1),
-                          "total": round(time.perf_counter() - t0, 1)}
+    full_signals = build_signals(dataset, cfg.signals, sources)
+    metrics["seconds"] = {"trees": round(time.perf_counter() - t, 1), "total": round(time.perf_counter() - t0, 1)}
     log.info("ranker trained: %s", metrics)
     return TrainedRanker(booster=booster, signals=full_signals, config=cfg, metrics=metrics)
 
@@ -137,28 +183,35 @@ def label_split(dataset: Dataset, fraction: float) -> tuple[Dataset, dict[str, s
 
 
 def make_examples(
-    users: list[str], hist: dict[str, list[str]], labels: dict[str, set[str]], attrs: dict[str, dict[str, Any]],
-    tt: TrainedModel, signals: RankerSignals, cfg: RankerConfig, rng: np.random.Generator | None = None,
+    users: list[str], hist: dict[str, tuple[list[str], np.ndarray]], labels: dict[str, set[str]],
+    attrs: dict[str, dict[str, Any]], tt: TrainedModel, signals: RankerSignals, retrieve: Retrieve,
+    cfg: RankerConfig, rng: np.random.Generator | None = None,
 ) -> Examples:
-    """Candidates, features and labels of each user; serving's feature code on the early models."""
+    """Candidates (from `retrieve`), features and labels of each user; serving's feature code on the
+    early models."""
     rng = rng or np.random.default_rng(cfg.seed)
     vectors = tt.item_vectors()
     if tt.vocab.item_ids != signals.item_ids:
         raise ValueError("two-tower and ranker signals disagree on the item order")
     has_vector = np.ones(len(vectors), dtype=bool)
-    popular = np.argsort(-signals.popularity, kind="stable")
     feats, labs, groups, n_rel = [], [], [], []
+    nothing: tuple[list[str], np.ndarray] = ([], np.zeros(0))
     for start in range(0, len(users), 1024):
         chunk = users[start : start + 1024]
-        recent = [hist.get(u, []) for u in chunk]
+        recent = [hist.get(u, nothing)[0] for u in chunk]
         uvec = tt.user_vectors(recent, [attrs.get(u, {}) for u in chunk])
         scores = uvec @ vectors.T  # [U, n]
         for r, u in enumerate(chunk):
-            seen = signals.rows(hist.get(u, []))
+            items, times = hist.get(u, nothing)
+            seen = signals.rows(items)
+            times = times[seen >= 0][: cfg.max_history]
+            found = retrieve(recent[r][: cfg.max_history], request_attributes(attrs.get(u, {})), set(items))
+            cand = signals.rows(found)
+            cand = cand[cand >= 0]
             seen = seen[seen >= 0]
-            cand = _candidates(scores[r], seen, signals, popular, cfg)
             history = seen[: cfg.max_history]
-            x = signals.features(history, cand, scores[r, cand], vectors, has_vector)
+            gaps = times.max() - times if cfg.use_times and len(times) else None
+            x = signals.features(history, cand, scores[r, cand], vectors, has_vector, gaps)
             positive = labels[u]
             y = np.fromiter((signals.item_ids[c] in positive for c in cand), dtype=np.int32, count=len(cand))
             if cfg.negative_share < 1.0:
@@ -174,49 +227,9 @@ def make_examples(
     return Examples(np.concatenate(feats), np.concatenate(labs), np.array(groups), np.array(n_rel))
 
 
-def _candidates(
-    scores: np.ndarray, seen: np.ndarray, signals: RankerSignals, popular: np.ndarray, cfg: RankerConfig,
-) -> np.ndarray:
-    """The two-tower's top candidates (seen items excluded), then extras from EASE and popularity."""
-    s = scores.astype(np.float64, copy=True)
-    s[seen] = -np.inf
-    n = min(cfg.candidates, int(np.isfinite(s).sum()))
-    top = np.argpartition(-s, n - 1)[:n] if n else np.zeros(0, dtype=np.int64)
-    taken = np.zeros(len(s), dtype=bool)
-    taken[top] = True
-    taken[seen] = True
-    extras = []
-    if cfg.extra_candidates and len(seen):
-        history = seen[: cfg.max_history]
-        if signals.ease is not None:
-            item_item = signals.ease[history].sum(axis=0)
-        else:
-            item_item = np.asarray(signals.covisitation[history].sum(axis=0)).ravel()
-        extras.append(_top_free(item_item, taken, cfg.extra_candidates))
-    if cfg.extra_candidates:
-        extras.append(_top_free_ordered(popular, taken, cfg.extra_candidates))
-    return np.concatenate([top, *extras]).astype(np.int64)
-
-
-def _top_free(score: np.ndarray, taken: np.ndarray, k: int) -> np.ndarray:
-    s = np.where(taken, -np.inf, score)
-    k = min(k, int(np.isfinite(s).sum()))
-    if k <= 0:
-        return np.zeros(0, dtype=np.int64)
-    out = np.argpartition(-s, k - 1)[:k]
-    taken[out] = True
-    return out
-
-
-def _top_free_ordered(order: np.ndarray, taken: np.ndarray, k: int) -> np.ndarray:
-    out = order[~taken[order]][:k]
-    taken[out] = True
-    return out
-
-
 def fit_trees(fit: Examples, valid: Examples | None, cfg: RankerConfig) -> lgb.Booster:
     params = {
-        "objective": "lambdarank", "metric": "ndcg", "eval_at": [10], "learning_rate": cfg.learning_rate,
+        "objective": cfg.objective, "metric": "ndcg", "eval_at": [10], "learning_rate": cfg.learning_rate,
         "num_leaves": cfg.num_leaves, "min_data_in_leaf": cfg.min_data_in_leaf,
         "feature_fraction": cfg.feature_fraction, "bagging_seed": cfg.seed, "feature_fraction_seed": cfg.seed,
         "seed": cfg.seed, "num_threads": 1, "deterministic": True, "force_row_wise": True, "verbosity": -1,

@@ -22,6 +22,9 @@ on their own.
     year, year_gap, price_gap      the item's year; distance of year / log price from the history's mean
     popularity_gap   the item's log popularity minus the history's (mainstream or niche taste)
     history_len, history_popularity   the user: how many recent items, how popular they are
+    ease_session, covisitation_session, session_len   with the recent items' times (optional): EASE and
+                     co-visitation weighted 0.5 ** (time before the latest item / session_half_life_s), and
+                     that weight's sum (how many items the latest session holds); NaN without times
 """
 
 from __future__ import annotations
@@ -34,14 +37,15 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from training import content, covisitation
 from training.dataset import Dataset
+from training.sources import SourceArtifacts, source_artifacts
 from training.vocab import item_year
 
 FEATURES = (
     "two_tower", "tt_rank", "tt_gap", "ease", "ease_recent", "covisitation", "sim_last", "sim_max5", "sim_mean",
     "content", "category_share", "category_max", "popularity", "recent_popularity", "rating", "year", "year_gap",
     "price_gap", "popularity_gap", "ease_rank", "history_len", "history_popularity",
+    "ease_session", "covisitation_session", "session_len",
 )
 COL = {name: i for i, name in enumerate(FEATURES)}
 
@@ -52,9 +56,10 @@ META = "ranker_signals.json"
 @dataclass
 class SignalConfig:
     ease_lambda: float = 300.0  # L2 of EASE (chosen on validation for MovieLens-100K)
-    ease_max_items: int = 8192  # EASE is a dense n x n inverse: above this the ease features are NaN
+    ease_max_items: int = 4096  # EASE is a dense n x n matrix (64 MB at 4096): above this its features are NaN
     recent_days: float = 30.0  # recent popularity window, back from the newest interaction
     half_life: float = 10.0  # recency weight of the k-th most recent item: 0.5 ** (k / half_life)
+    session_half_life_s: float = 120.0  # the session features' weight halves every this many seconds back
     rating_prior_n: float = 10.0  # ratings the shrinkage prior (the global mean) is worth
 
 
@@ -95,14 +100,15 @@ class RankerSignals:
 
     def features(
         self, history: np.ndarray, candidates: np.ndarray, tt_scores: np.ndarray, vectors: np.ndarray,
-        has_vector: np.ndarray,
+        has_vector: np.ndarray, gaps: np.ndarray | None = None,
     ) -> np.ndarray:
         """float32 [len(candidates), len(FEATURES)].
 
         history: the user's item rows, most recent first, known items only, no repeats;
         candidates: rows, -1 for items the ranker does not know; tt_scores: the two-tower
         score of each candidate (NaN when unknown); vectors: [n_items, D] item-tower vectors
-        by row, has_vector: which rows have one.
+        by row, has_vector: which rows have one; gaps (optional): seconds from each history item's
+        interaction to the latest one's, aligned with history.
         """
         n = len(candidates)
         out = np.full((n, len(FEATURES)), np.nan, dtype=np.float32)
@@ -155,6 +161,14 @@ class RankerSignals:
                 no_vec = ~has_vector[c]
                 out[no_vec, COL["sim_last"]: COL["sim_mean"] + 1] = np.nan
 
+            if gaps is not None:
+                ws = (0.5 ** (np.maximum(gaps, 0.0) / self.config.session_half_life_s)).astype(np.float32)
+                out[:, COL["session_len"]] = ws.sum()
+                if self.ease is not None:
+                    out[:, COL["ease_session"]] = ws @ block
+                at_history[history] = ws
+                out[:, COL["covisitation_session"]] = self._covisitation_t.rows_dot(c, at_history)
+
             hist_pop = float(self.popularity[history] @ w_norm)
             out[:, COL["history_popularity"]] = hist_pop
             out[:, COL["popularity_gap"]] = self.popularity[c] - hist_pop
@@ -165,7 +179,7 @@ class RankerSignals:
                     out[:, COL[col]] = np.abs(values[c] - finite_values.mean())
 
         if not known.all():
-            user_cols = [COL["history_len"], COL["history_popularity"]]
+            user_cols = [COL["history_len"], COL["history_popularity"], COL["session_len"]]
             kept = out[~known][:, user_cols]
             out[~known, COL["ease"]:] = np.nan  # everything item-based; the user's own features stay
             out[np.ix_(~known, user_cols)] = kept
@@ -243,8 +257,11 @@ class _Csr:
 # ---------------------------------------------------------------------------- build
 
 
-def build_signals(dataset: Dataset, config: SignalConfig | None = None) -> RankerSignals:
-    """Per-item signals from a dataset's items and (only) its interactions."""
+def build_signals(
+    dataset: Dataset, config: SignalConfig | None = None, sources: SourceArtifacts | None = None,
+) -> RankerSignals:
+    """Per-item signals from a dataset's items and (only) its interactions. `sources`: the co-visitation
+    and TF-IDF artifacts of the same dataset when already built (for retrieval), else built here."""
     cfg = config or SignalConfig()
     items = dataset.items
     item_ids = [str(i) for i in items["item_id"]]
@@ -281,9 +298,10 @@ def build_signals(dataset: Dataset, config: SignalConfig | None = None) -> Ranke
         (np.ones(len(cat_rows), np.float32), ([r for r, _ in cat_rows], [c for _, c in cat_rows])),
         shape=(n, max(1, len(categories))))
 
-    text = content.build(dataset)
+    sources = sources or source_artifacts(dataset)
+    text = sources.content
     content_matrix = sp.csr_matrix((text.weights, text.term_ids, text.indptr), shape=(n, max(1, len(text.terms))))
-    cov = covisitation.build(dataset)
+    cov = sources.covisitation
     cov_matrix = sp.csr_matrix((cov.scores, cov.neighbours, cov.indptr), shape=(n, n))
 
     return RankerSignals(

@@ -49,8 +49,8 @@ class TrainConfig:
     max_categories: int = 16  # per item; more are cut
     max_tokens: int = 16  # title words per item; more are cut
     epochs: int = 5  # chosen on validation (per-user protocol); more starts to overfit
-    batch_size: int = 512
-    lr: float = 3e-3
+    batch_size: int = 1024  # as good as 512 on validation, and the catalogue pass per step is paid half as often
+    lr: float = 4e-3
     weight_decay: float = 0.0
     temperature: float = 0.1
     negatives: str = "auto"  # "full", "in_batch", or "auto": full up to FULL_SOFTMAX_MAX_ITEMS items

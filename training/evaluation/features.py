@@ -22,20 +22,18 @@ from feature_store.schema import (
     user_defaults,
 )
 from training.dataset import Dataset
+from training.ranker import attributes_of, request_attributes, timed_histories
 
 
 def user_histories(train: Dataset, limit: int = 1000) -> dict[str, list[str]]:
-    """user_history(): each user's distinct items, ORDER BY max(ts) DESC, item_id; at most `limit`."""
-    inter = train.interactions
-    last = inter.groupby(["user_id", "item_id"], sort=False)["ts"].max().reset_index()
-    last = last.sort_values(["user_id", "ts", "item_id"], ascending=[True, False, True], kind="stable")
-    return {u: list(g["item_id"].head(limit)) for u, g in last.groupby("user_id", sort=False)}
+    """user_history(): each user's distinct items, ORDER BY max(ts) DESC, item_id; at most `limit`
+    (training.ranker.timed_histories, which the ranker's training reads, without the times)."""
+    return {u: items[:limit] for u, (items, _) in timed_histories(train.interactions).items()}
 
 
 def user_attributes(train: Dataset) -> dict[str, dict[str, str]]:
     """The orchestrator's UserContext.attributes: demographics as strings, empty values dropped."""
-    return {u: {k: str(v) for k, v in d.items() if v is not None and v != ""}
-            for u, d in zip(train.users["user_id"], train.users["demographics"], strict=True)}
+    return {u: request_attributes(d) for u, d in attributes_of(train).items()}
 
 
 def item_features(train: Dataset) -> dict[str, dict[str, Any]]:

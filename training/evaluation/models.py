@@ -4,17 +4,19 @@ Both train with training/train.py on the training split, publish artifacts with
 training/artifacts.py into a temporary folder, and score through what serving loads
 from that folder, so the evaluated model is the exported one.
 
-The served pipeline runs the serving code in process: the Retrieval and Ranking
-servicers (retrieval/service.py, ranking/service.py) with the orchestrator's request
-(its history window, candidate count and seen-exclusion), without sockets. Feature
-values come from the training split (training/evaluation/features.py).
+The served pipeline is published as `recsys train` publishes it (the two-tower, the
+learned ranker and the other sources' artifacts: training/pipeline.py's parts) and runs
+the serving code in process: the Retrieval and Ranking servicers (retrieval/service.py,
+ranking/service.py, the ranker loaded from the version folder as the service loads it)
+with the orchestrator's request (its history window and times, candidate count and
+seen-exclusion), without sockets. Feature values come from the training split
+(training/evaluation/features.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import tempfile
-from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ import numpy as np
 from orchestrator.recommend import HISTORY_LIMIT, RECENT_FOR_MODEL
 from protos import recsys_pb2 as pb
 from ranking.item_features import ItemFeatureCache
+from ranking.ranker import RankerSlot
 from ranking.scorer import WeightedScorer
 from ranking.service import RankingServicer
 from retrieval.retriever import Retriever
@@ -33,13 +36,12 @@ from training import artifacts
 from training.dataset import Dataset
 from training.evaluation import features
 from training.evaluation.protocol import Family
+from training.pipeline import publish
+from training.ranker import RankerConfig, timed_histories
 from training.train import TrainConfig, TrainedModel, train
 
 # orchestrator/recommend.py asks retrieval for min(1000, max(4 * k, 200)) candidates: 200 for k <= 50
 SERVED_CANDIDATES = 200
-
-# (training split, the published version folder) -> an object with WeightedScorer's `score` method and `version`
-RankerFactory = Callable[[Dataset, Path], Any]
 
 
 def train_config(seed: int, **overrides: Any) -> TrainConfig:
@@ -76,7 +78,9 @@ class _Published:
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self.reused_seconds = 0.0
 
-    def _publish(self, data: Dataset, catalog: list[str], seed: int) -> Path:
+    def _publish(self, data: Dataset, catalog: list[str], seed: int, served: bool = False) -> Path:
+        """Export the two-tower trained on `data`; served=True adds what `recsys train` adds (the learned
+        ranker, trained with the same two-tower settings, and the other sources' artifacts)."""
         trained, cached = train_cached(data, catalog, self.overrides, seed)
         # the harness adds this to the fit time it measures: training costs the same when another family paid it
         self.reused_seconds = float(trained.metrics.get("train_seconds", 0.0)) if cached else 0.0
@@ -85,8 +89,13 @@ class _Published:
         self._tmp = tempfile.TemporaryDirectory(prefix="recsys-eval-")
         self.catalog_col = {item_id: c for c, item_id in enumerate(catalog)}
         self.n_items = len(catalog)
-        self.history = features.user_histories(data, HISTORY_LIMIT)
+        timed = timed_histories(data.interactions)  # storage.interactions.user_history_with_types' order
+        self.history = {u: items[:HISTORY_LIMIT] for u, (items, _) in timed.items()}
+        self.times = {u: times[:RECENT_FOR_MODEL].tolist() for u, (_, times) in timed.items()}
         self.attributes = features.user_attributes(data)
+        if served:
+            return publish(trained, data, Path(self._tmp.name), train_config(seed, **self.overrides),
+                           ranker_config=RankerConfig(seed=seed))
         return artifacts.export(trained, data, Path(self._tmp.name))
 
 
@@ -124,24 +133,24 @@ class ServedPipeline(_Published):
 
     name = "served-pipeline"
 
-    def __init__(self, overrides: dict[str, Any], ranker: RankerFactory | None = None,
-                 n_candidates: int = SERVED_CANDIDATES) -> None:
+    def __init__(self, overrides: dict[str, Any], n_candidates: int = SERVED_CANDIDATES) -> None:
         super().__init__(overrides)
-        self.ranker, self.n_candidates = ranker, n_candidates
-        self.params = {**self.params, "candidates": n_candidates,
-                       "ranker": getattr(ranker, "__name__", "weighted") if ranker else "weighted"}
+        self.n_candidates = n_candidates
+        self.params = {**self.params, "candidates": n_candidates}
 
     def fit(self, train: Dataset, catalog: list[str], seed: int) -> None:
-        version_dir = self._publish(train, catalog, seed)
+        version_dir = self._publish(train, catalog, seed, served=True)
         retriever = Retriever(version_dir.parent)
         retriever.load()
         items = ItemFeatureCache(online=None, database_url="")  # type: ignore[arg-type]  # filled below, not refreshed
         items.features = features.item_features(train)
         items.max_popularity = max((int(f["popularity"]) for f in items.features.values()), default=1)
-        scorer = self.ranker(train, version_dir) if self.ranker else WeightedScorer()
+        learned = RankerSlot(artifacts_dir=version_dir.parent)  # the ranking service's loader
+        learned.refresh()
+        self.params["ranker"] = learned.ranker.model_version.split("-")[0] if learned.ranker else "weighted"
         online = features.OfflineUserFeatures(features.user_features(train))
         self.retrieval = RetrievalServicer(retriever)
-        self.ranking = RankingServicer(online, items, scorer)  # type: ignore[arg-type]
+        self.ranking = RankingServicer(online, items, WeightedScorer(), learned)  # type: ignore[arg-type]
 
     def score(self, user_ids: list[str]) -> np.ndarray:
         return asyncio.run(self._score(user_ids))
@@ -152,6 +161,7 @@ class ServedPipeline(_Published):
         for r, user_id in enumerate(user_ids):
             history = self.history.get(user_id, [])
             user = pb.UserContext(user_id=user_id, recent_item_ids=history[:RECENT_FOR_MODEL],
+                                  recent_timestamps=self.times.get(user_id, []),
                                   attributes=self.attributes.get(user_id, {}))
             found = await self.retrieval.Retrieve(  # type: ignore[arg-type]
                 pb.RetrieveRequest(request_id=f"eval-{r}", user=user, k=self.n_candidates,
@@ -180,6 +190,6 @@ FAMILIES = [
     Family("two-tower", _two_tower_candidates, stochastic=True,
            description="the two-tower model alone (training/train.py), exported and scored over the full catalogue"),
     Family("served-pipeline", _served_candidates, stochastic=True,
-           description=f"retrieval ({SERVED_CANDIDATES} candidates) then the ranking service's scorer, "
-                       "the serving code run in process"),
+           description=f"what `recsys train` publishes, served: retrieval's default source mix ({SERVED_CANDIDATES} "
+                       "candidates) then the learned ranker, the serving code run in process"),
 ]
