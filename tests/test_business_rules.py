@@ -94,10 +94,11 @@ def test_experiment_variants_are_stable_and_split_traffic(api: pb_grpc.Recommend
     resp = _rec(api, user_id="2", k=3, context=ctx, request_id="ab-click-test")
     api.LogInteractions(pb.LogInteractionsRequest(interactions=[pb.Interaction(
         user_id="2", item_id=resp.items[0].item_id, type=pb.CLICK, request_id="ab-click-test")]), timeout=10)
-    for _ in range(50):  # exposures are written in batches after the response
+    # 120 bucketed users + the repeat + the forced variant + this request = 123 exposures in "ab".
+    for _ in range(100):  # exposures are written in batches after the response; wait for the last one
         stats = {s.variant: s for s in collect(stack.database_url, "ab")}
-        if sum(s.exposures for s in stats.values()) >= 122:
+        if sum(s.exposures for s in stats.values()) >= 123 and stats[resp.experiment_variant].clicked >= 1:
             break
         time.sleep(0.1)
-    assert sum(s.exposures for s in stats.values()) >= 122
+    assert sum(s.exposures for s in stats.values()) == 123
     assert stats[resp.experiment_variant].clicked >= 1
