@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 from loadtest.bench import machine, percentile  # noqa: E402
 from recsys.config import ROOT  # noqa: E402
 from training import synthetic  # noqa: E402
-from training.index import IndexSpec, apply_params, build_index, pq_m_for, write_index  # noqa: E402
+from training.index import IndexSpec, apply_params, build_index, pq_m_for, read_index, write_index  # noqa: E402
 
 K = 100
 WARMUP = 50
@@ -86,6 +86,7 @@ def recall_at(found: np.ndarray, exact: np.ndarray) -> float:
 class IndexRow:
     items: int
     index: str
+    held: str  # "as built" (in the building process) or "from file" (read back, as the retrieval service holds it)
     settings: str
     build_s: float
     index_mb: float
@@ -131,24 +132,36 @@ def bench_index(
     load_before = _load()
     index, params = build_index(items, spec=spec)
     del items
-    rows = []
+    rows = [_time_index(index, params, "as built", queries, exact, calls, load_before)]
+    # The retrieval service reads the index from its file: time that too (the lists are laid out anew).
+    with tempfile.TemporaryDirectory() as tmp:
+        write_index(index, Path(tmp) / "index.faiss")
+        del index
+        index = read_index(Path(tmp) / "index.faiss", params)
     for extra in [{}, *(more_settings or [])]:
-        if extra:
-            params = {**params, **extra}
-            apply_params(index, params)
-        _, found = index.search(queries, K)
-        cpu: list[float] = []
-        lat = _latencies(lambda q: index.search(q.reshape(1, -1), K), list(queries), calls, cpu)
-        settings = ", ".join(f"{k} {params[k]}" for k in ("nprobe", "k_factor", "quantizer_nprobe") if k in params)
-        rows.append(IndexRow(
-            items=n, index=params["factory"], settings=settings or "exact", build_s=params["build_seconds"],
-            index_mb=round(params["bytes"] / 2**20, 1), recall_at_100=round(recall_at(found, exact), 4),
-            p50_ms=round(percentile(lat, 50), 3), p95_ms=round(percentile(lat, 95), 3),
-            p99_ms=round(percentile(lat, 99), 3), cpu_p50_ms=round(percentile(cpu, 50), 3),
-            cpu_p99_ms=round(percentile(cpu, 99), 3), load=f"{load_before} / {_load()}",
-        ))
-        load_before = _load()
+        if "quantizer_nprobe" not in params:  # a one-level index has no quantizer to set
+            extra = {k: v for k, v in extra.items() if k != "quantizer_nprobe"}
+        rows.append(_time_index(index, {**params, **extra}, "from file", queries, exact, calls, _load()))
     return rows
+
+
+def _time_index(
+    index: faiss.Index, params: dict[str, Any], held: str, queries: np.ndarray, exact: np.ndarray, calls: int,
+    load_before: float,
+) -> IndexRow:
+    apply_params(index, params)
+    _, found = index.search(queries, K)
+    cpu: list[float] = []
+    lat = _latencies(lambda q: index.search(q.reshape(1, -1), K), list(queries), calls, cpu)
+    settings = ", ".join(f"{k} {params[k]}" for k in ("nprobe", "k_factor", "quantizer_nprobe") if k in params)
+    return IndexRow(
+        items=index.ntotal, index=params["factory"], held=held, settings=settings or "exact",
+        build_s=params["build_seconds"], index_mb=round(params["bytes"] / 2**20, 1),
+        recall_at_100=round(recall_at(found, exact), 4), p50_ms=round(percentile(lat, 50), 3),
+        p95_ms=round(percentile(lat, 95), 3), p99_ms=round(percentile(lat, 99), 3),
+        cpu_p50_ms=round(percentile(cpu, 50), 3), cpu_p99_ms=round(percentile(cpu, 99), 3),
+        load=f"{load_before} / {_load()}",
+    )
 
 
 # ---------------------------------------------------------------------------- movielens

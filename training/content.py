@@ -13,7 +13,6 @@ small side index until the next build.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections import Counter
@@ -23,10 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
+from training import npz_store
 from training.dataset import Dataset
 
-NPZ = "content.npz"
-META = "content.json"
+NAME = "content"  # content.npz + content.json in a version folder
+NPZ = f"{NAME}.npz"
 MAX_POSTINGS = 5000  # per query term; bounds a query's cost on large catalogues
 CATEGORY_SHARE = 0.6  # of the squared norm: cosine = 0.6 x categories/brand cosine + 0.4 x words cosine
 
@@ -158,19 +158,17 @@ class ContentIndex:
     def save(self, version_dir: Path) -> None:
         version_dir = Path(version_dir)
         n = len(self.indptr) - 1  # live additions are not part of a version
-        np.savez(version_dir / NPZ, indptr=self.indptr, term_ids=self.term_ids, weights=self.weights, idf=self.idf)
-        (version_dir / META).write_text(json.dumps({"item_ids": self.item_ids[:n], "terms": self.terms}))
+        npz_store.save(version_dir, NAME, {"indptr": self.indptr, "term_ids": self.term_ids, "weights": self.weights,
+                                           "idf": self.idf}, {"item_ids": self.item_ids[:n], "terms": self.terms})
 
 
 def load(version_dir: Path) -> ContentIndex | None:
     """The version's content index; None when the version was built without one."""
-    version_dir = Path(version_dir)
-    if not (version_dir / NPZ).exists():
+    stored = npz_store.load(version_dir, NAME)
+    if stored is None:
         return None
-    meta = json.loads((version_dir / META).read_text())
-    with np.load(version_dir / NPZ, allow_pickle=False) as z:
-        return ContentIndex(list(meta["item_ids"]), list(meta["terms"]), z["idf"], z["indptr"], z["term_ids"],
-                            z["weights"])
+    z, meta = stored
+    return ContentIndex(list(meta["item_ids"]), list(meta["terms"]), z["idf"], z["indptr"], z["term_ids"], z["weights"])
 
 
 def _weigh(counts: Counter[str], term_index: dict[str, int], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -15,17 +15,17 @@ best neighbours.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from training import npz_store
 from training.dataset import Dataset
 
-NPZ = "covisitation.npz"
-META = "covisitation.json"
+NAME = "covisitation"  # covisitation.npz + covisitation.json in a version folder
+NPZ = f"{NAME}.npz"
 
 # Interaction strength by type; "rating" is weighted by its value (rating_weight).
 TYPE_WEIGHTS = {"purchase": 1.0, "add_to_cart": 0.6, "like": 0.5, "click": 0.3, "view": 0.1}
@@ -79,20 +79,18 @@ class Covisitation:
                 zip(self.neighbours[lo:hi].tolist(), self.scores[lo:hi].tolist(), strict=True)]
 
     def save(self, version_dir: Path) -> None:
-        version_dir = Path(version_dir)
-        np.savez(version_dir / NPZ, indptr=self.indptr, neighbours=self.neighbours, scores=self.scores)
-        (version_dir / META).write_text(json.dumps({"config": asdict(self.config), "item_ids": self.item_ids}))
+        npz_store.save(version_dir, NAME, {"indptr": self.indptr, "neighbours": self.neighbours, "scores": self.scores},
+                       {"config": asdict(self.config), "item_ids": self.item_ids})
 
 
 def load(version_dir: Path) -> Covisitation | None:
     """The version's co-visitation lists; None when the version was built without them."""
-    version_dir = Path(version_dir)
-    if not (version_dir / NPZ).exists():
+    stored = npz_store.load(version_dir, NAME)
+    if stored is None:
         return None
-    meta = json.loads((version_dir / META).read_text())
-    with np.load(version_dir / NPZ, allow_pickle=False) as z:
-        return Covisitation(meta["item_ids"], z["indptr"], z["neighbours"], z["scores"],
-                            CovisitationConfig(**meta["config"]))
+    z, meta = stored
+    config = CovisitationConfig(**meta["config"])
+    return Covisitation(meta["item_ids"], z["indptr"], z["neighbours"], z["scores"], config)
 
 
 def build(dataset: Dataset, config: CovisitationConfig | None = None) -> Covisitation:

@@ -189,7 +189,9 @@ def _two_level_kmeans(
         if per_group[g] >= len(points):
             out.append(np.resize(points if len(points) else top.centroids[g : g + 1], (per_group[g], dim)))
             continue
-        km = faiss.Kmeans(dim, int(per_group[g]), niter=niter, spherical=spherical, seed=seed + 1 + g)
+        # 32 points per list is the design (train_per_list): silence faiss' "provide at least 39" warning
+        km = faiss.Kmeans(dim, int(per_group[g]), niter=niter, spherical=spherical, seed=seed + 1 + g,
+                          min_points_per_centroid=1)
         km.train(points)
         out.append(km.centroids)
     return np.ascontiguousarray(np.concatenate(out), dtype=np.float32)

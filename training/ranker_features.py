@@ -29,7 +29,6 @@ on their own.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from training import npz_store
 from training.dataset import Dataset
 from training.sources import SourceArtifacts, source_artifacts
 from training.vocab import item_year
@@ -49,8 +49,7 @@ FEATURES = (
 )
 COL = {name: i for i, name in enumerate(FEATURES)}
 
-NPZ = "ranker_signals.npz"
-META = "ranker_signals.json"
+NAME = "ranker_signals"  # ranker_signals.npz + ranker_signals.json in the ranker's folder
 
 
 @dataclass
@@ -198,23 +197,25 @@ class RankerSignals:
             arrays[f"{name}_shape"] = np.array(m.shape, dtype=np.int64)
         if self.ease is not None:
             arrays["ease"] = self.ease
-        np.savez(Path(folder) / NPZ, **arrays)
-        (Path(folder) / META).write_text(json.dumps({"item_ids": self.item_ids, "config": asdict(self.config)}))
+        npz_store.save(folder, NAME, arrays, {"item_ids": self.item_ids, "config": asdict(self.config)})
 
     @classmethod
     def load(cls, folder: Path) -> RankerSignals:
-        meta = json.loads((Path(folder) / META).read_text())
-        with np.load(Path(folder) / NPZ, allow_pickle=False) as z:
-            def csr(name: str) -> sp.csr_matrix:
-                return sp.csr_matrix((z[f"{name}_data"], z[f"{name}_indices"], z[f"{name}_indptr"]),
-                                     shape=tuple(z[f"{name}_shape"]))
+        stored = npz_store.load(folder, NAME)
+        if stored is None:
+            raise FileNotFoundError(f"{npz_store.npz_path(folder, NAME)}: the ranker's signals are missing")
+        z, meta = stored
 
-            return cls(
-                item_ids=list(meta["item_ids"]), popularity=z["popularity"], recent_popularity=z["recent_popularity"],
-                rating=z["rating"], year=z["year"], log_price=z["log_price"], categories=csr("categories"),
-                content=csr("content"), covisitation=csr("covisitation"),
-                ease=z["ease"] if "ease" in z.files else None, config=SignalConfig(**meta["config"]),
-            )
+        def csr(name: str) -> sp.csr_matrix:
+            return sp.csr_matrix((z[f"{name}_data"], z[f"{name}_indices"], z[f"{name}_indptr"]),
+                                 shape=tuple(z[f"{name}_shape"]))
+
+        return cls(
+            item_ids=list(meta["item_ids"]), popularity=z["popularity"], recent_popularity=z["recent_popularity"],
+            rating=z["rating"], year=z["year"], log_price=z["log_price"], categories=csr("categories"),
+            content=csr("content"), covisitation=csr("covisitation"), ease=z.get("ease"),
+            config=SignalConfig(**meta["config"]),
+        )
 
 
 def _rank(values: np.ndarray) -> np.ndarray:
