@@ -8,6 +8,7 @@ stops the services and those servers.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
@@ -242,6 +243,9 @@ def serve(
     if service not in processes.SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; use one of {', '.join(processes.SERVICES)} or all")
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+    # Loading makes hundreds of thousands of objects that live as long as the process; collecting while
+    # it runs only walks them again and again. The server collects once and freezes them before serving.
+    gc.disable()
     from recsys.threads import limit_threads
 
     limit_threads()

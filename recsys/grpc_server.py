@@ -70,6 +70,7 @@ def freeze_loaded_objects() -> None:
     """
     gc.collect()  # garbage from loading is freed now, not frozen
     gc.freeze()
+    gc.enable()  # `recsys serve` disables it while the service loads
 
 
 def handles_errors(method: Callable) -> Callable:
