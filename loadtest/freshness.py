@@ -26,6 +26,7 @@ from loadtest.stack import require_serving
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys.config import ROOT, Settings
+from recsys.embedded import ensure_servers
 
 POLL_S = 0.005
 GIVE_UP_S = 5.0
@@ -52,6 +53,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = Settings.from_env()
     require_serving(settings.orchestrator_addr)
+    if not settings.database_url or not settings.redis_url:  # `make demo`'s embedded servers: they run already
+        settings = ensure_servers(settings)
     online = OnlineFeatures(settings)
     rng = random.Random(7)
     results: dict[str, list[float]] = {"recommend": [], "features": []}
