@@ -1,9 +1,16 @@
-"""The serving processes' shared startup: what loading made is frozen, and the collector runs again."""
+"""The serving processes' shared startup: what loading made is frozen, the collector runs again, and a
+hot swap still frees the old version."""
 
 from __future__ import annotations
 
 import gc
+import shutil
+import weakref
+from pathlib import Path
 
+import pytest
+
+from recsys.config import Settings
 from recsys.grpc_server import freeze_loaded_objects
 
 
@@ -18,3 +25,29 @@ def test_loaded_objects_are_frozen_and_collection_is_enabled_again() -> None:
     finally:
         gc.unfreeze()
         gc.enable()
+
+
+@pytest.mark.integration
+def test_a_hot_swap_frees_the_old_version_although_startup_objects_are_frozen(
+    stack: Settings, tmp_path: Path
+) -> None:
+    """Frozen objects are never walked by the collector: an old version kept alive by a reference cycle
+    would never be freed (at 10M items, 3 GB per swap). Reference counting must free it."""
+    from ranking.ranker import RankerSlot
+    from retrieval.retriever import Retriever
+
+    version = (stack.artifacts_dir / "CURRENT").read_text().strip()
+    for name in (version, f"{version}-next"):
+        shutil.copytree(stack.artifacts_dir / version, tmp_path / name)
+    (tmp_path / "CURRENT").write_text(version)
+    retriever, slot = Retriever(tmp_path), RankerSlot(artifacts_dir=tmp_path)
+    assert retriever.load() and slot.refresh() and slot.ranker is not None
+    try:
+        freeze_loaded_objects()
+        served, index, ranker = weakref.ref(retriever.served), weakref.ref(retriever.served.index), weakref.ref(
+            slot.ranker)
+        (tmp_path / "CURRENT").write_text(f"{version}-next")
+        assert retriever.load() and slot.refresh()
+        assert served() is None and index() is None and ranker() is None
+    finally:
+        gc.unfreeze()
