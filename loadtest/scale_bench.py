@@ -41,7 +41,7 @@ import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
 from loadtest.bench import machine, percentile  # noqa: E402
-from recsys.config import ROOT  # noqa: E402
+from recsys.config import ROOT, Settings  # noqa: E402
 from training import synthetic  # noqa: E402
 from training.index import IndexSpec, apply_params, build_index, pq_m_for, read_index, write_index  # noqa: E402
 
@@ -439,13 +439,27 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--settings", default="", help="index part: more search settings to time on each built index, "
                    "comma-separated nprobe/k_factor[/quantizer_nprobe], e.g. 384/16/32,448/12/16")
-    p.add_argument("--admin-database-url", default=os.environ.get("TEST_DATABASE_URL",
-                                                                  "postgresql://postgres@127.0.0.1:5432/test"),
-                   help="PostgreSQL server where the rpc part creates (and drops) an empty database")
-    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/13"))
+    p.add_argument("--admin-database-url",
+                   default=os.environ.get("TEST_DATABASE_URL") or os.environ.get("DATABASE_URL", ""),
+                   help="PostgreSQL server where the rpc part creates (and drops) an empty database "
+                        "(default: TEST_DATABASE_URL, DATABASE_URL, else the embedded server)")
+    p.add_argument("--redis-url", default=os.environ.get("REDIS_URL", ""),
+                   help="default: REDIS_URL, else the embedded server (database 13, apart from the demo's)")
     p.add_argument("--port", type=int, default=52032, help="the retrieval service's port in the rpc part")
     p.add_argument("--out-dir", type=Path, default=ROOT / "reports")
     return p.parse_args(argv)
+
+
+def _fill_server_urls(args: argparse.Namespace) -> None:
+    """The rpc part's PostgreSQL and Redis: the ones named, else the embedded servers (started if need be)."""
+    if args.admin_database_url and args.redis_url:
+        return
+    from recsys.embedded import ensure_servers
+
+    servers = ensure_servers(Settings.from_env().with_urls(args.admin_database_url, args.redis_url))
+    if not args.redis_url:
+        args.redis_url = servers.redis_url.rsplit("/", 1)[0] + "/13"
+    args.admin_database_url = servers.database_url
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -473,6 +487,7 @@ def main(argv: list[str] | None = None) -> int:
         md += ["## Synthetic vs MovieLens vectors", "", table(hard), ""]
         print(table(hard), flush=True)
     if "rpc" in parts:
+        _fill_server_urls(args)
         print(f"rpc: a {args.rpc_items:,}-item version and the retrieval service ...", file=sys.stderr, flush=True)
         rpc, notes = bench_rpc(args.rpc_items, args.calls, args.seed, args.admin_database_url, args.redis_url,
                                args.port)
