@@ -3,7 +3,10 @@ item features and the ranking model in process memory.
 
 The learned ranker of the CURRENT model version (ranking/ranker.py) scores the
 candidates; when the version has none, or it fails on a request, the weighted scorer
-does (ranking/scorer.py), so ranking keeps answering.
+does (ranking/scorer.py), so ranking keeps answering. A user with no history at all
+keeps the caller's order (the segments' popularity leads it): the ranker learned from
+users with history, and for newcomers it ranked worse than that order (docs/quality.md,
+cold-users protocol).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 2000
 RECENT_LIMIT = 50  # recent items read from the request and Feast together
+NEWCOMER_ORDER = "retrieval-order"  # model_version of an answer for a user with no history: the caller's order
 
 
 class RankingServicer(pb_grpc.RankingServicer):
@@ -55,6 +59,9 @@ class RankingServicer(pb_grpc.RankingServicer):
             # A caller without the history (the orchestrator sends it from PostgreSQL, fresher than any
             # materialized copy): the user's recent items from Feast, without times.
             recent = list(self.online.user_features(request.user.user_id).get("recent_item_ids") or [])[:RECENT_LIMIT]
+        if not recent:
+            return pb.RankResponse(order=list(range(n)), scores=list(cands.scores), score_part_names=["retrieval"],
+                                   score_parts=list(cands.scores), model_version=NEWCOMER_ORDER)
         ranker = self.learned.ranker  # one version for the whole request
         if ranker is not None:
             try:

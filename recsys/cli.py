@@ -134,7 +134,7 @@ def _train(settings: Settings, epochs: int | None = None) -> Path:
 
 @app.command()
 def evaluate(
-    protocol: Annotated[str, typer.Option(help="per-user or global-time")] = "per-user",
+    protocol: Annotated[str, typer.Option(help="per-user, global-time or cold-users")] = "per-user",
     models: Annotated[str, typer.Option(help="Comma-separated model names; default: all")] = "",
     dataset: Annotated[str, typer.Option(help="movielens, or a CSV/parquet folder")] = "movielens",
     out: Annotated[Path, typer.Option(help="Folder for the JSON, markdown and PNG")] = Path("reports/quality"),

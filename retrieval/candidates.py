@@ -208,16 +208,7 @@ def popular(s: Served, k: int, exclude: Collection[str]) -> list[Candidate]:
 
 def _segment_scores(s: Served, user_segments: list[str]) -> dict[str, float]:
     """Each segment's list scaled to its best = 1, summed over the user's segments."""
-    total: dict[str, float] = {}
-    if s.segments is None:
-        return total
-    for seg in user_segments:
-        top = s.segments.segments.get(seg, [])
-        if top:
-            best = top[0][1] or 1.0
-            for item_id, score in top:
-                total[item_id] = total.get(item_id, 0.0) + score / best
-    return total
+    return s.segments.scores(user_segments) if s.segments is not None else {}
 
 
 def segment_popular(s: Served, user_segments: list[str], k: int, exclude: Collection[str]) -> list[Candidate]:

@@ -199,7 +199,9 @@ class Retriever:
             if recent_item_ids and query is not None:
                 merged = candidates.rescore(s, query, merged)
             elif specs[0].name == "segment_popular":
-                merged = candidates.rescore_by_segments(s, segment_tokens(attributes), merged)
+                # a newcomer: ranking keeps this order, so it is the segments' (items outside them last, in turn)
+                rescored = candidates.rescore_by_segments(s, segment_tokens(attributes), merged)
+                merged = sorted(rescored, key=lambda c: -c.score)
         return merged
 
     def _run(

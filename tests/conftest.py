@@ -115,7 +115,7 @@ def _running_stack(database_url: str, redis_url: str, tmp_path_factory: pytest.T
         database_url=database_url, redis_url=redis_url, data_dir=ROOT / "data",
         artifacts_dir=tmp / "artifacts", var_dir=tmp / "var", feast_project=f"t{uuid.uuid4().hex[:8]}",
         orchestrator_addr=f"127.0.0.1:{free_port()}", retrieval_addr=f"127.0.0.1:{free_port()}",
-        ranking_addr=f"127.0.0.1:{free_port()}",
+        ranking_addr=f"127.0.0.1:{free_port()}", worker_addr=f"127.0.0.1:{free_port()}",
     )
     ds = movielens.load(movielens.fetch(settings.data_dir))
     load_frames(database_url, ds.users, ds.items, ds.interactions, replace=True)

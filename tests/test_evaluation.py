@@ -162,7 +162,7 @@ def test_global_time_split_has_one_cutoff() -> None:
     assert math.floor(0.2 * n + 0.5) <= len(split.test) < 0.25 * n  # more only where the cut-off second is shared
 
 
-@pytest.mark.parametrize("protocol", ["per-user", "global-time"])
+@pytest.mark.parametrize("protocol", ["per-user", "global-time", "cold-users"])
 def test_validation_is_carved_from_train_only(protocol: str) -> None:
     data = synthetic()
     s = make_splits(data, protocol)
@@ -170,6 +170,48 @@ def test_validation_is_carved_from_train_only(protocol: str) -> None:
     assert not (pairs(s.tune.train) | pairs(s.tune.test)) & pairs(s.final.test)
     assert pairs(s.train_dataset("tune").interactions) == pairs(s.tune.train)
     assert s.describe()["final"]["held_out"] == len(s.final.test)  # type: ignore[index]
+
+
+def test_cold_users_hold_out_every_interaction_of_a_fifth_of_the_users() -> None:
+    data = synthetic(n_users=40)
+    s = make_splits(data, "cold-users")
+    test_users, val_users = set(s.final.test["user_id"]), set(s.tune.test["user_id"])
+    assert len(test_users) == 8 and len(val_users) == round(0.2 * 32)  # 20% of 40, then of the other 32
+    assert not test_users & set(s.final.train["user_id"]) and not val_users & set(s.tune.train["user_id"])
+    assert not val_users & test_users
+    by_user = data.interactions.groupby("user_id").size()
+    assert len(s.final.test) == by_user[sorted(test_users)].sum()  # all of their interactions
+    assert set(make_splits(data, "cold-users").final.test["user_id"]) == test_users  # seeded: the same users
+    # the harness evaluates exactly those newcomers (other protocols skip users without training data)
+    ev = harness.run(data, [Family("spy", lambda: [Spy()])], harness.HarnessConfig(protocol="cold-users", seeds=(0,)),
+                     splits=s)
+    assert ev.users["test"] == 8 and ev.users["test_skipped_cold"] == 0
+
+
+def test_segment_popular_gives_a_newcomer_what_their_segment_likes() -> None:
+    """Women favour f-items, men m-items, everyone the blockbuster: a newcomer gets their segment's favourites
+    (above the blockbuster, which everyone likes alike), someone without demographics the blockbuster."""
+    from training.evaluation.baselines.segments import SegmentPopular
+
+    users = pd.DataFrame({"user_id": [f"u{u}" for u in range(40)] + ["new-f", "new-m", "anon"],
+                          "demographics": [{"gender": "FM"[u % 2]} for u in range(40)]
+                          + [{"gender": "F"}, {"gender": "M"}, {}],
+                          "preferences": [{} for _ in range(43)]})
+    items = pd.DataFrame({"item_id": ["blockbuster", "f1", "f2", "m1", "m2", "rare"], "title": "", "description": "",
+                          "categories": [[] for _ in range(6)], "brand": "", "price": math.nan,
+                          "attributes": [{} for _ in range(6)], "status": "active"})
+    t = pd.Timestamp("2024-01-01", tz="UTC")
+    rows = [(f"u{u}", item, "click", 1.0, t) for u in range(40)
+            for item in ["blockbuster", *(["f1", "f2"] if u % 2 == 0 else ["m1", "m2"])]]
+    data = Dataset(users=users, items=items, interactions=pd.DataFrame(rows, columns=["user_id", "item_id", "type",
+                                                                                        "value", "ts"]))
+    model = SegmentPopular()
+    catalog = list(items["item_id"])
+    model.fit(data, catalog, seed=0)
+    scores = model.score(["new-f", "new-m", "anon"])
+    top = [[catalog[j] for j in np.argsort(-row, kind="stable")[:3]] for row in scores]
+    assert set(top[0][:2]) == {"f1", "f2"} and set(top[1][:2]) == {"m1", "m2"}
+    assert top[2][0] == "blockbuster" and scores[2][catalog.index("rare")] == 0
 
 
 def test_movielens_split_sizes_are_those_the_report_states() -> None:
@@ -205,7 +247,7 @@ class Spy:
         return np.tile(self.counts, (len(user_ids), 1))
 
 
-@pytest.mark.parametrize("protocol", ["per-user", "global-time"])
+@pytest.mark.parametrize("protocol", ["per-user", "global-time", "cold-users"])
 def test_test_items_never_reach_training_or_tuning(protocol: str) -> None:
     data = synthetic()
     splits = make_splits(data, protocol)
@@ -276,7 +318,7 @@ def test_every_baseline_scores_the_full_catalogue_and_finds_the_genre() -> None:
         scores = model.score(users)
         assert scores.shape == (4, len(catalog)) and scores.dtype == np.float32, family.name
         assert np.isfinite(scores).all(), family.name
-        if family.name != "most-popular":  # personalized: each user's top items share their genre
+        if family.name not in ("most-popular", "segment-popular"):  # personalized by history: the user's genre
             for u in range(3):
                 top = np.argsort(-scores[u])[:5]
                 assert Counter(i % 3 for i in top).most_common(1)[0][0] == u % 3, family.name

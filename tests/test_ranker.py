@@ -283,3 +283,25 @@ def test_rank_over_grpc_serves_the_learned_ranker(stack: Settings) -> None:
                         dict(user.attributes))
     assert list(resp.order) == np.argsort(-local.scores, kind="stable").tolist()
 
+
+
+@pytest.mark.integration
+def test_a_newcomer_keeps_the_segment_order_retrieval_sends(stack: Settings) -> None:
+    """No history (none in the request, none in Feast): ranking keeps the caller's order, which for a
+    newcomer is the segments' popularity; the learned ranker ranked newcomers worse (docs/quality.md)."""
+    newcomer = pb.UserContext(user_id="nobody-yet", attributes={"age": "30", "gender": "F"})
+    with grpc.insecure_channel(stack.retrieval_addr) as channel:
+        found = pb_grpc.RetrievalStub(channel).Retrieve(pb.RetrieveRequest(user=newcomer, k=100), timeout=10)
+    scores = list(found.candidates.scores)
+    assert scores == sorted(scores, reverse=True) and scores[0] > 0  # the segments' order, best first
+    assert found.candidates.sources[0] == "segment_popular"
+    with grpc.insecure_channel(stack.ranking_addr) as channel:
+        resp = pb_grpc.RankingStub(channel).Rank(pb.RankRequest(user=newcomer, candidates=found.candidates),
+                                                  timeout=10)
+    assert list(resp.order) == list(range(len(scores))) and resp.model_version == "retrieval-order"
+    assert list(resp.scores) == scores
+    # with one recent item the learned ranker ranks again
+    known = pb.UserContext(user_id="", recent_item_ids=["50"], attributes={"age": "30", "gender": "F"})
+    with grpc.insecure_channel(stack.ranking_addr) as channel:
+        again = pb_grpc.RankingStub(channel).Rank(pb.RankRequest(user=known, candidates=found.candidates), timeout=10)
+    assert again.model_version.startswith("ranker-")

@@ -88,6 +88,17 @@ class SegmentPopularity:
     def top(self, segment: str, k: int) -> list[tuple[str, float]]:
         return self.segments.get(segment, [])[:k]
 
+    def scores(self, user_segments: list[str]) -> dict[str, float]:
+        """Each of the user's segments' lists scaled to its best = 1, summed: item id -> score."""
+        total: dict[str, float] = {}
+        for seg in user_segments:
+            top = self.segments.get(seg, [])
+            if top:
+                best = top[0][1] or 1.0
+                for item_id, score in top:
+                    total[item_id] = total.get(item_id, 0.0) + score / best
+        return total
+
     def save(self, version_dir: Path) -> None:
         body = {"config": asdict(self.config), "segments": {s: [[i, round(x, 6)] for i, x in items]
                                                             for s, items in self.segments.items()}}

@@ -10,7 +10,7 @@ from pathlib import Path
 from training.dataset import Dataset, load_files
 from training.evaluation import registry, report
 from training.evaluation.harness import HarnessConfig, run
-from training.evaluation.splits import PROTOCOLS
+from training.evaluation.splits import COLD_USERS, PROTOCOLS
 
 DEFAULT_OUT = Path("reports/quality")
 
@@ -41,7 +41,9 @@ def main(protocol: str, models: list[str] | None, out_dir: Path, dataset: str = 
     data = load_dataset(dataset)
     command = (f"recsys evaluate --protocol {protocol} --models {','.join(f.name for f in families)} "
                f"--dataset {dataset}")
-    evaluation = run(data, families, HarnessConfig(protocol=protocol))
+    # The model to beat: recency-weighted EASE; for newcomers, who have no history, popular in their segments.
+    reference = "segment-popular" if protocol == COLD_USERS else HarnessConfig.reference
+    evaluation = run(data, families, HarnessConfig(protocol=protocol, reference=reference))
     print(report.table(evaluation))
     for c in evaluation.comparisons:
         print(f"{c.model} - {c.baseline} {c.metric}: {c.diff:+.4f} [{c.low:+.4f}, {c.high:+.4f}]")

@@ -24,7 +24,7 @@ from training.dataset import Dataset
 from training.evaluation import metrics as M
 from training.evaluation.bootstrap import PairedDiff, compare
 from training.evaluation.protocol import Family, Recommender, params_of
-from training.evaluation.splits import ProtocolSplits, Split, make_splits
+from training.evaluation.splits import COLD_USERS, ProtocolSplits, Split, make_splits
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +86,9 @@ class Evaluation:
     load_average: tuple[float, float]  # 1-minute load average at start and end: timings depend on it
 
 
-def build_target(split: Split, catalog: list[str]) -> Target:
+def build_target(split: Split, catalog: list[str], cold: bool = False) -> Target:
+    """cold: evaluate users with no training interaction too (the cold-users protocol); otherwise they are
+    skipped, since nothing personal is known of them."""
     col = pd.Index(catalog)
 
     def pairs(frame: pd.DataFrame) -> pd.DataFrame:
@@ -98,7 +100,8 @@ def build_target(split: Split, catalog: list[str]) -> Target:
     new = new[new["_merge"] == "left_only"][["user_id", "col"]]
     known = set(train["user_id"])
     held_users = set(held["user_id"])
-    new = new[new["user_id"].isin(known)]
+    if not cold:
+        new = new[new["user_id"].isin(known)]
     users = sorted(set(new["user_id"]))
     row = {u: i for i, u in enumerate(users)}
 
@@ -110,7 +113,8 @@ def build_target(split: Split, catalog: list[str]) -> Target:
 
     return Target(
         user_ids=users, relevant=matrix(new), exclude=matrix(train),
-        skipped_cold=len(held_users - known), skipped_nothing_new=len((held_users & known) - set(users)),
+        skipped_cold=0 if cold else len(held_users - known),
+        skipped_nothing_new=len((held_users if cold else held_users & known) - set(users)),
     )
 
 
@@ -141,7 +145,8 @@ def run(
     splits = splits or make_splits(dataset, config.protocol)
     catalog = list(dataset.items["item_id"])
     tune_train, final_train = splits.train_dataset("tune"), splits.train_dataset("final")
-    validation, test = build_target(splits.tune, catalog), build_target(splits.final, catalog)
+    cold = splits.protocol == COLD_USERS
+    validation, test = build_target(splits.tune, catalog, cold), build_target(splits.final, catalog, cold)
     for stage, target in (("validation", validation), ("test", test)):
         if not target.user_ids:
             raise ValueError(f"no user to evaluate on {stage}: none has both training and new held-out items "

@@ -24,6 +24,9 @@ PROTOCOL_TEXT = {
                 "carved the same way from the remaining 80% (each user's last 20% of it)",
     "global-time": "global-time split: one cut-off time for everyone; the last 20% of all interactions by time "
                    "are test, and validation is the last 20% (by time) of what is before the cut-off",
+    "cold-users": "cold-users split: 20% of the users, drawn at random (seed 0), hold out every interaction they "
+                  "have, so a model knows only their demographics; validation users are 20% of the rest (seed 1). "
+                  "The bootstrap reference is segment-popular, the classic cold-start answer",
 }
 
 

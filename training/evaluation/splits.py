@@ -8,6 +8,9 @@ of all interactions, so nothing from the test period reaches tuning.
   keep the input order (a stable sort), so the split is deterministic.
 - global-time: one cut-off time for everyone; interactions at or after it are test.
   Per-user splits let a model see other users' future; this one does not.
+- cold-users: a random `frac` of the users (seeded) are test users with every one of
+  their interactions held out: what a model recommends to a newcomer from their
+  demographics alone, before the first interaction.
 """
 
 from __future__ import annotations
@@ -19,7 +22,8 @@ import pandas as pd
 
 from training.dataset import Dataset
 
-PROTOCOLS = ("per-user", "global-time")
+PROTOCOLS = ("per-user", "global-time", "cold-users")
+COLD_USERS = "cold-users"
 TEST_FRACTION = 0.2
 
 
@@ -104,7 +108,23 @@ def global_time_split(interactions: pd.DataFrame, frac: float = TEST_FRACTION) -
                  cutoff=cutoff)
 
 
+def cold_user_split(interactions: pd.DataFrame, frac: float = TEST_FRACTION, seed: int = 0) -> Split:
+    """round(frac * users) users drawn at random (seeded) hold out all their interactions."""
+    inter = interactions.reset_index(drop=True)
+    users = np.sort(inter["user_id"].unique())
+    if len(users) < 2:
+        raise ValueError(f"a cold-users split needs at least 2 users, got {len(users)}")
+    n_test = int(np.clip(np.floor(frac * len(users) + 0.5), 1, len(users) - 1))
+    test_users = np.random.default_rng(seed).choice(users, size=n_test, replace=False)
+    is_test = inter["user_id"].isin(test_users).to_numpy()
+    return Split(train=inter[~is_test].reset_index(drop=True), test=inter[is_test].reset_index(drop=True))
+
+
 def make_splits(dataset: Dataset, protocol: str, frac: float = TEST_FRACTION) -> ProtocolSplits:
+    if protocol == COLD_USERS:  # validation users are drawn from the training users, with another seed
+        final = cold_user_split(dataset.interactions, frac, seed=0)
+        tune = cold_user_split(final.train, frac, seed=1)
+        return ProtocolSplits(protocol=protocol, dataset=dataset, tune=tune, final=final)
     if protocol == "per-user":
         cut = per_user_split
     elif protocol == "global-time":

@@ -1,12 +1,15 @@
-"""The baselines: most popular, user- and item-kNN, ALS, EASE, recency-weighted EASE, TF-IDF content."""
+"""The baselines: most popular, segment-popular, user- and item-kNN, ALS, EASE, recency-weighted EASE, TF-IDF
+content."""
 
 from __future__ import annotations
 
-from training.evaluation.baselines import als, content, ease, knn, popular
+from training.evaluation.baselines import als, content, ease, knn, popular, segments
 from training.evaluation.protocol import Family
 
 FAMILIES = [
     Family("most-popular", popular.candidates, description="items by number of users, the same for everyone"),
+    Family("segment-popular", segments.candidates,
+           description="popular in the user's demographic segments (the served segment_popular lists)"),
     Family("user-knn", knn.user_knn_candidates, description="cosine user-kNN over the binary matrix"),
     Family("item-knn", knn.item_knn_candidates, description="cosine item-kNN over the binary matrix"),
     Family("als", als.candidates, stochastic=True, description="implicit-feedback ALS (Hu et al. 2008)"),
