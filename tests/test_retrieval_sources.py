@@ -162,13 +162,15 @@ def test_cold_start_users_get_what_their_segments_like(
     assert found.scores[0] == max(found.scores) > min(found.scores)
     assert seg_scores == sorted(seg_scores, reverse=True)
 
-    # over the public API a new user with demographics only gets a full, healthy answer; which of these
-    # candidates come first is ranking's call
+    # over the public API a new user with demographics only gets a full, healthy answer in the sources' merged
+    # order (ranking keeps it for a user with no history), led by the segments' favourite
     user = pb.User(user_id=f"cold-{uuid.uuid4().hex[:8]}")
     user.demographics.update(teen_attrs)
     api.UpsertUser(pb.UpsertUserRequest(user=user), timeout=10)
-    resp = api.Recommend(pb.RecommendRequest(user_id=user.user_id, k=10), timeout=10)
+    resp = api.Recommend(pb.RecommendRequest(user_id=user.user_id, k=10, debug=True), timeout=10)
     assert len(resp.items) == 10 and not resp.degraded
+    assert resp.items[0].item_id == found.item_ids[0] and resp.items[0].source == "segment_popular"
+    assert all(set(i.score_parts) == {"retrieval"} for i in resp.items)  # not the learned ranker's parts
 
 
 def test_trending_follows_new_interactions_per_window_category_and_segment(
