@@ -38,6 +38,7 @@ from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys.config import Settings
 from recsys.errors import InvalidArgument, NotFound
+from retrieval.interleave import order_scores
 from storage import cache
 from storage.interactions import HistoryEntry, user_history, user_history_with_types
 from storage.precomputed import get_precomputed
@@ -88,7 +89,7 @@ class Ranked:
         """Merged candidates in the ranker's order; without one, in retrieval order scored 1 / (1 + position):
         the sources' own scores do not compare across sources."""
         if ranked is None:
-            order, scores, names, parts = list(range(len(m))), [1 / (1 + p) for p in range(len(m))], [], []
+            order, scores, names, parts = list(range(len(m))), order_scores(len(m)), [], []
         else:
             order, scores = list(ranked.order), list(ranked.scores)
             names, parts = list(ranked.score_part_names), list(ranked.score_parts)

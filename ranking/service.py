@@ -26,6 +26,7 @@ from ranking.scorer import WeightedScorer, category_profile
 from recsys.config import Settings
 from recsys.errors import InvalidArgument
 from recsys.grpc_server import handles_errors, serve
+from retrieval.interleave import order_scores
 
 log = logging.getLogger(__name__)
 
@@ -59,9 +60,9 @@ class RankingServicer(pb_grpc.RankingServicer):
             # A caller without the history (the orchestrator sends it from PostgreSQL, fresher than any
             # materialized copy): the user's recent items from Feast, without times.
             recent = list(self.online.user_features(request.user.user_id).get("recent_item_ids") or [])[:RECENT_LIMIT]
-        if not recent:  # scored 1 / (1 + position), as the orchestrator scores an unranked order: the sources'
-            # own scores (kept as the "retrieval" part) do not compare across sources, and selection sorts by score
-            return pb.RankResponse(order=list(range(n)), scores=[1 / (1 + p) for p in range(n)],
+        if not recent:  # scored as the orchestrator scores an unranked order (its selection sorts by score);
+            # the sources' own scores, which do not compare across sources, stay as the "retrieval" part
+            return pb.RankResponse(order=list(range(n)), scores=order_scores(n),
                                    score_part_names=["retrieval"], score_parts=list(cands.scores),
                                    model_version=NEWCOMER_ORDER)
         ranker = self.learned.ranker  # one version for the whole request

@@ -25,3 +25,9 @@ def interleave(
             if item_id not in best or key < best[item_id]:
                 best[item_id] = key
     return [(item_id, li, r) for item_id, (_, li, r) in sorted(best.items(), key=lambda kv: kv[1])[:limit]]
+
+
+def order_scores(n: int) -> list[float]:
+    """Scores for n merged candidates kept in their order, 1 / (1 + position): the sources' own scores do not
+    compare across sources, and whatever sorts by these keeps the merged order."""
+    return [1 / (1 + p) for p in range(n)]
