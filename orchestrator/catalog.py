@@ -26,6 +26,7 @@ class Catalog:
         self.items: dict[str, ItemRecord] = {}
         self.popular: list[tuple[str, float]] = []  # all-time interaction counts, most first
         self._since: datetime | None = None
+        self.version = 0  # bumped by every change applied: what derived views (new arrivals) key on
 
     def get(self, item_id: str) -> ItemRecord | None:
         return self.items.get(item_id)
@@ -35,6 +36,8 @@ class Catalog:
         return it is not None and it.status == "active"
 
     def apply(self, items: list[ItemRecord]) -> None:
+        if items:
+            self.version += 1
         for it in items:
             self.items[it.item_id] = it
             if it.updated_at is not None and (self._since is None or it.updated_at > self._since):

@@ -29,9 +29,12 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from orchestrator import experiments
-from orchestrator.sources import DEFAULT_SOURCES, CandidateSource, parse_sources
+from orchestrator import experiments, registry
+from orchestrator.source_config import DEFAULT_SOURCES, CandidateSource, parse_sources
 from storage.records import INTERACTION_TYPES
+
+_NUMBERS = {"mmr_lambda": (0.0, 1.0), "promotion_boost": (0.0, 10.0), "reserved_share": (0.0, 1.0)}
+_COUNTS = {"max_per_category": 500, "max_per_price_band": 500}
 
 
 @dataclass(frozen=True)
@@ -44,26 +47,55 @@ class PipelineParams:
     promoted: frozenset[str] = frozenset()
     promotion_boost: float = 0.0
     reserved_share: float = 0.0
-    # candidate sources (orchestrator/sources.py): one Retrieve call each, gated, with its own timeout
+    # candidate sources (orchestrator/source_config.py): gated, each with its own timeout
     sources: tuple[CandidateSource, ...] = DEFAULT_SOURCES
     cold_start_interactions: int = 5  # fewer: the cold gates open (segment popular, preferred categories)
+    # settings that registered components declare (orchestrator/registry.py), e.g. exclude_brands
+    extra: tuple[tuple[str, Any], ...] = ()
+
+    def setting(self, name: str) -> Any:
+        """A component's setting on this surface, or its declared default."""
+        for key, value in self.extra:
+            if key == name:
+                return value
+        return registry.component_settings()[name].default
 
     def updated(self, values: dict[str, Any], where: str) -> PipelineParams:
-        known = {f.name: f for f in fields(self)}
+        known = {f.name: f for f in fields(self) if f.name != "extra"}
+        declared = registry.component_settings()
         changes: dict[str, Any] = {}
+        extra = dict(self.extra)
         for key, value in values.items():
+            if key in declared:
+                extra[key] = declared[key].parse(value, f"{where}.{key}")
+                continue
             if key not in known:
-                raise ValueError(f"{where}: unknown setting {key!r}; known: {', '.join(known)}")
+                names = ", ".join([*known, *declared])
+                raise ValueError(f"{where}: unknown setting {key!r}; known: {names}")
             if key in ("seen_types", "promoted"):
+                if not isinstance(value, list | tuple | set | frozenset) or not all(isinstance(v, str) for v in value):
+                    raise ValueError(f"{where}.{key}: must be a list of strings, got {value!r}")
                 value = frozenset(value)
                 if key == "seen_types" and not value <= set(INTERACTION_TYPES):
                     raise ValueError(f"{where}.seen_types: unknown types {sorted(value - set(INTERACTION_TYPES))}")
             elif key == "sources":
-                value = parse_sources(value, f"{where}.sources")
+                value = parse_sources(value, f"{where}.sources", registry.LOCAL_SOURCES)
+            elif key == "ranker" and not isinstance(value, bool):
+                raise ValueError(f"{where}.ranker: must be true or false, got {value!r}")
+            elif key in _NUMBERS:
+                lo, hi = _NUMBERS[key]
+                if isinstance(value, bool) or not isinstance(value, int | float) or not lo <= value <= hi:
+                    raise ValueError(f"{where}.{key}: must be a number from {lo:g} to {hi:g}, got {value!r}")
+                value = float(value)
+            elif key in _COUNTS and (isinstance(value, bool) or not isinstance(value, int)
+                                     or not 0 <= value <= _COUNTS[key]):
+                raise ValueError(f"{where}.{key}: must be an integer from 0 to {_COUNTS[key]}, got {value!r}")
             elif key == "cold_start_interactions" and (
                     not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 1000):
                 raise ValueError(f"{where}.cold_start_interactions: must be an integer from 0 to 1000, got {value!r}")
             changes[key] = value
+        if extra != dict(self.extra):
+            changes["extra"] = tuple(sorted(extra.items()))
         return replace(self, **changes)
 
 
@@ -88,7 +120,7 @@ def parse(data: dict[str, Any], source: str = "config") -> OrchestratorConfig:
         for v in exp.variants:
             base.updated(v.params, f"{source}: experiment {exp.name!r} variant {v.name!r} params")
             if "sources" in v.params:  # parsed once here, not per request
-                v.params["sources"] = parse_sources(v.params["sources"], "")
+                v.params["sources"] = parse_sources(v.params["sources"], "", registry.LOCAL_SOURCES)
     return OrchestratorConfig(surfaces, experiments.Experiments(exps))
 
 

@@ -1,6 +1,6 @@
 """LogInteractions: validate each interaction, store the valid ones durably, publish them
-to the interactions stream, and invalidate the cached recommendations of users with
-strong events.
+to the interactions stream, and make the users' cached recommendations stale (any accepted
+interaction: the next Recommend shows it).
 
 Per-interaction status: a batch with some bad entries still stores every valid one;
 each entry's result says accepted, or why not (naming the field). The call fails as
@@ -23,7 +23,7 @@ from storage import cache, streams
 from storage.interactions import insert_interactions
 from storage.items import existing_item_ids
 from storage.records import InteractionRecord
-from storage.streams import Event, StrongEvents
+from storage.streams import Event
 from storage.users import ensure_users
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def interaction_from_pb(msg: pb.Interaction, field: str, now: datetime) -> Inter
 
 
 async def log_interactions(
-    pool: AsyncConnectionPool, redis: Redis, batch: list[pb.Interaction], strong: StrongEvents
+    pool: AsyncConnectionPool, redis: Redis, batch: list[pb.Interaction], cache_ttl_s: int = 1800,
 ) -> pb.LogInteractionsResponse:
     check_batch("interactions", len(batch))
     now = datetime.now(UTC)
@@ -83,16 +83,17 @@ async def log_interactions(
                     results[i].accepted = True
                     results[i].interaction_id = str(interaction_id)
 
-    # Durable first; then the stream (the worker pushes features to Feast) and, on strong
-    # events, invalidation: the next Recommend recomputes with the new history. Redis
-    # trouble here loses nothing: the worker's sweep catches up from PostgreSQL.
+    # Durable first; then the stream (the worker pushes features to Feast) and the users' cache
+    # generation: the next Recommend recomputes with the new history. Redis trouble here loses
+    # nothing: the worker's sweep catches up from PostgreSQL, and the cache expires.
     events = [Event(results[i].interaction_id, r.user_id, r.item_id, r.type, r.value) for i, r in stored]
     try:
-        await streams.publish(redis, events)
-        strong_users = {e.user_id for e in events if e in strong}
-        for user_id in strong_users:
-            await cache.invalidate_user(redis, user_id)
+        await cache.bump(redis, {e.user_id for e in events}, cache_ttl_s)
     except Exception as exc:
-        log.warning("stream publish / cache invalidation failed: %s", exc)
+        log.warning("cache generation bump failed: %s", exc)
+    try:
+        await streams.publish(redis, events)
+    except Exception as exc:
+        log.warning("stream publish failed: %s", exc)
     n_ok = len(stored)
     return pb.LogInteractionsResponse(accepted=n_ok, rejected=len(batch) - n_ok, results=results)

@@ -23,7 +23,6 @@ from recsys.errors import InvalidArgument, NotFound
 from recsys.grpc_server import handles_errors, serve
 from storage.db import async_pool
 from storage.items import get_item, upsert_items
-from storage.streams import StrongEvents
 from storage.users import get_user, upsert_user
 
 log = logging.getLogger(__name__)
@@ -40,7 +39,6 @@ CHANNEL_OPTIONS = [
 class RecommenderServicer(pb_grpc.RecommenderServicer):
     def __init__(self, recommender: Recommender) -> None:
         self.rec = recommender
-        self.strong = StrongEvents.parse(recommender.settings.strong_events)
         self._background: set[asyncio.Task] = set()
 
     def _after(self, coro) -> None:  # noqa: ANN001
@@ -56,8 +54,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
     @handles_errors
     async def Recommend(self, request: pb.RecommendRequest, context: grpc.aio.ServicerContext) -> pb.RecommendResponse:
-        response = await self.rec.recommend(request, context.time_remaining)
-        self._after(self.rec.after_recommend(request, response))
+        response, after = await self.rec.recommend_with_effects(request, context.time_remaining)
+        self._after(after())
         return response
 
     @handles_errors
@@ -74,7 +72,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     async def LogInteractions(
         self, request: pb.LogInteractionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.LogInteractionsResponse:
-        return await log_interactions(self.rec.pool, self.rec.redis, list(request.interactions), self.strong)
+        return await log_interactions(self.rec.pool, self.rec.redis, list(request.interactions),
+                                      self.rec.settings.cache_ttl_s)
 
     @handles_errors
     async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
@@ -132,6 +131,7 @@ async def run(settings: Settings) -> None:
         settings, pool, redis, pb_grpc.RetrievalStub(retrieval_channel), pb_grpc.RankingStub(ranking_channel), catalog,
         exposures, config.load(settings.config_path), stats,
     )
+    background.append(asyncio.create_task(recommender.versions.watch()))
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(recommender), server)

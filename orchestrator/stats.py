@@ -1,6 +1,8 @@
-"""Serving counters (cache hits and misses, degraded answers), kept in process and added
-to a Redis hash every few seconds, so every replica's numbers sum in one place
-(`recsys stats`) without a Redis round trip per request."""
+"""Serving counters (cache hits and misses, degraded answers) and the pipelines' per-component
+stats (runs by outcome, candidates in and out, latency), kept in process and added to a Redis
+hash every few seconds, so every replica's numbers sum in one place (`recsys stats`) without
+a Redis round trip per request. This is the pipelines' one stats sink (orchestrator/pipeline.py
+StatsSink); an exporter reads `snapshot()`."""
 
 from __future__ import annotations
 
@@ -9,6 +11,8 @@ import logging
 from collections import Counter
 
 from redis.asyncio import Redis
+
+from orchestrator.pipeline import StageRecord
 
 log = logging.getLogger(__name__)
 
@@ -20,21 +24,43 @@ class Stats:
         self.redis = redis
         self.interval_s = interval_s
         self.pending: Counter[str] = Counter()
+        self.pending_ms: Counter[str] = Counter()  # summed latencies, flushed as floats
+        self.totals: Counter[str] = Counter()  # this process since start (what an exporter reads)
 
     def count(self, name: str, n: int = 1) -> None:
         self.pending[name] += n
+        self.totals[name] += n
+
+    def stage(self, pipeline: str, record: StageRecord) -> None:
+        """One component's run: `stage:<pipeline>:<component>:<outcome>` counts, candidates in and
+        out and latency sums per component."""
+        key = f"stage:{pipeline}:{record.stage}"
+        for name, n in ((f"{key}:{record.outcome}", 1), (f"{key}:in", record.candidates_in),
+                        (f"{key}:out", record.candidates_out)):
+            if n:
+                self.pending[name] += n
+                self.totals[name] += n
+        self.pending_ms[f"{key}:ms"] += record.latency_ms
+        self.totals[f"{key}:ms"] += record.latency_ms
+
+    def snapshot(self) -> dict[str, float]:
+        return dict(self.totals)
 
     async def flush(self) -> None:
         delta, self.pending = self.pending, Counter()
-        if not delta:
+        delta_ms, self.pending_ms = self.pending_ms, Counter()
+        if not delta and not delta_ms:
             return
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for name, n in delta.items():
                     pipe.hincrby(KEY, name, n)
+                for name, ms in delta_ms.items():
+                    pipe.hincrbyfloat(KEY, name, round(ms, 3))
                 await pipe.execute()
         except Exception as exc:  # keep the counts for the next try
             self.pending.update(delta)
+            self.pending_ms.update(delta_ms)
             log.warning("stats flush failed: %s", exc)
 
     async def run(self) -> None:
@@ -46,3 +72,25 @@ class Stats:
 def hit_rate(counts: dict[str, int]) -> float | None:
     hits, misses = counts.get("cache_hit", 0), counts.get("cache_miss", 0)
     return hits / (hits + misses) if hits + misses else None
+
+
+OUTCOMES = ("ok", "off", "failed", "timeout", "not_needed")
+
+
+def stage_table(counts: dict[str, float]) -> str:
+    """Per pipeline component: runs by outcome, mean candidates in/out and mean latency of its runs."""
+    rows: dict[str, dict[str, float]] = {}
+    for name, value in counts.items():
+        if name.startswith("stage:"):
+            key, _, what = name.removeprefix("stage:").rpartition(":")
+            rows.setdefault(key, {})[what] = value
+    if not rows:
+        return ""
+    head = f"{'pipeline:component':<44} " + " ".join(f"{o:>10}" for o in OUTCOMES) + f" {'in':>7} {'out':>7} {'ms':>8}"
+    lines = [head]
+    for key in sorted(rows):
+        r = rows[key]
+        runs = sum(r.get(o, 0) for o in OUTCOMES if o not in ("off", "not_needed")) or 1
+        lines.append(f"{key:<44} " + " ".join(f"{int(r.get(o, 0)):>10}" for o in OUTCOMES)
+                     + f" {r.get('in', 0) / runs:>7.0f} {r.get('out', 0) / runs:>7.0f} {r.get('ms', 0) / runs:>8.2f}")
+    return "\n".join(lines)

@@ -1,19 +1,33 @@
-"""Request validation: every rule names the field it checks."""
+"""Request validation, one layer in front of the pipelines: every rule names the field it checks,
+and every RPC's request becomes a query (orchestrator/query.py) the same way: the surface's
+settings, the experiment variant's, the request's own filters and options."""
 
 from __future__ import annotations
 
 import math
+import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from orchestrator.config import PipelineParams
+from orchestrator import filter_expr
+from orchestrator.config import OrchestratorConfig, PipelineParams
+from orchestrator.pipeline import Trace
+from orchestrator.query import RECOMMEND, SIMILAR_ITEMS, TRENDING, RequestQuery
 from protos import recsys_pb2 as pb
 from recsys.errors import InvalidArgument
 from storage.records import MAX_ID_LEN
+from training.segments import parse_segment
 
 MAX_K = 500
 DEFAULT_K = 10
 MAX_BATCH = 1000
+MAX_FILTER_ENTRIES = 1000  # ids or categories in one request filter
+DEBUG_REMOVED_IDS = 100  # removed ids listed per filter in the debug trace
+SIMILAR_MODES = {"": ("similar_items", "content"), "similar": ("similar_items", "content"),
+                 "also_bought": ("also_bought",), "all": ("also_bought", "similar_items", "content")}
+TRENDING_WINDOWS = ("1h", "24h", "7d")
+Remaining = Callable[[], float | None]
 
 
 def check_id(field: str, value: str) -> str:
@@ -83,3 +97,85 @@ def request_params(surface: PipelineParams, variant: dict[str, Any], req: pb.Rec
             raise InvalidArgument("promotions.pinned", f"positions must be between 0 and {MAX_K - 1}, got {pos}")
         check_id(f"promotions.pinned[{pos}]", item_id)
     return replace(params, **changes) if changes else params
+
+
+def check_filters(f: pb.Filters) -> filter_expr.Filter | None:
+    """The request filters checked, the expression parsed (raises InvalidArgument naming the field)."""
+    for name in ("exclude_item_ids", "include_categories", "exclude_categories"):
+        values = getattr(f, name)
+        if len(values) > MAX_FILTER_ENTRIES:
+            raise InvalidArgument(f"filters.{name}",
+                                  f"must hold at most {MAX_FILTER_ENTRIES} entries, got {len(values)}")
+        for i, v in enumerate(values):
+            check_id(f"filters.{name}[{i}]", v)
+    for name in ("min_price", "max_price"):
+        if f.HasField(name):
+            check_finite(f"filters.{name}", getattr(f, name))
+    if f.HasField("min_price") and f.HasField("max_price") and f.min_price > f.max_price:
+        raise InvalidArgument("filters.min_price", f"must not exceed filters.max_price ({f.min_price} > {f.max_price})")
+    return filter_expr.parse(f.expression, "filters.expression") if f.expression else None
+
+
+def _request_id(value: str) -> str:
+    return check_id("request_id", value) if value else uuid.uuid4().hex
+
+
+def recommend_query(req: pb.RecommendRequest, config: OrchestratorConfig, remaining: Remaining) -> RequestQuery:
+    user_id = check_id("user_id", req.user_id)
+    k = check_k(req.k)
+    request_id = _request_id(req.request_id)
+    expression = check_filters(req.filters)
+    surface = req.context.surface or "home"
+    assignment = config.experiments.assign(user_id, surface, req.experiment_variant)
+    params = request_params(config.surface(surface), assignment.params, req)
+    want = min(1000, max(4 * k, 200))  # more than k: filters and selection remove some
+    return RequestQuery(
+        RECOMMEND, request_id, k, surface, params, remaining, Trace(DEBUG_REMOVED_IDS if req.debug else 0),
+        filters=req.filters, expression=expression, user_id=user_id, variant=assignment.label, debug=req.debug,
+        pinned={pos: i for pos, i in req.promotions.pinned.items() if pos < k}, context=req.context, want=want,
+        fill_target=min(want, 2 * k + 20),
+    )
+
+
+def similar_query(req: pb.SimilarItemsRequest, config: OrchestratorConfig, remaining: Remaining) -> RequestQuery:
+    item_id = check_id("item_id", req.item_id)
+    k = check_k(req.k)
+    mode = req.mode.strip().lower()
+    if mode not in SIMILAR_MODES:
+        raise InvalidArgument("mode", f"must be one of {', '.join(m for m in SIMILAR_MODES if m)} or empty "
+                                      f"(similar), got {req.mode!r}")
+    user_id = check_id("user_id", req.user_id) if req.user_id else ""
+    request_id = _request_id(req.request_id)
+    expression = check_filters(req.filters)
+    surface = req.context.surface or "default"
+    want = min(1000, max(4 * k, 100))
+    return RequestQuery(
+        SIMILAR_ITEMS, request_id, k, surface, config.surface(surface), remaining,
+        Trace(DEBUG_REMOVED_IDS if req.debug else 0), filters=req.filters, expression=expression, user_id=user_id,
+        debug=req.debug, item_id=item_id, item_sources=SIMILAR_MODES[mode], context=req.context, want=want,
+        fill_target=want,
+    )
+
+
+def trending_query(req: pb.TrendingRequest, config: OrchestratorConfig, remaining: Remaining) -> RequestQuery:
+    k = check_k(req.k)
+    if req.window and req.window not in TRENDING_WINDOWS:
+        raise InvalidArgument("window", f"must be one of {', '.join(TRENDING_WINDOWS)} or empty (all time), "
+                                        f"got {req.window!r}")
+    segment = ""
+    if req.segment:
+        try:
+            segment = parse_segment(req.segment)
+        except ValueError as exc:
+            raise InvalidArgument("segment", str(exc)) from None
+    if req.category:
+        check_id("category", req.category)
+    request_id = _request_id(req.request_id)
+    expression = check_filters(req.filters)
+    surface = req.context.surface or "default"
+    want = min(1000, 2 * k + 20)  # room for the status and request filters
+    return RequestQuery(
+        TRENDING, request_id, k, surface, config.surface(surface), remaining,
+        Trace(DEBUG_REMOVED_IDS if req.debug else 0), filters=req.filters, expression=expression, debug=req.debug,
+        window=req.window, category=req.category, segment=segment, context=req.context, want=want, fill_target=want,
+    )

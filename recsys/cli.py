@@ -212,17 +212,23 @@ def batch_precompute(
 
 @app.command()
 def stats() -> None:
-    """Serving counters summed over all orchestrator replicas: cache hit rate, degraded answers."""
+    """Serving counters summed over all orchestrator replicas: cache hit rate, degraded answers, and
+    each pipeline component's runs by outcome and mean latency."""
     import redis
 
-    from orchestrator.stats import KEY, hit_rate
+    from orchestrator.stats import KEY, hit_rate, stage_table
 
     client = redis.Redis.from_url(_settings().redis_url, decode_responses=True)
-    counts = {k: int(v) for k, v in client.hgetall(KEY).items()}
+    counts = {k: float(v) for k, v in client.hgetall(KEY).items()}
     for name, n in sorted(counts.items()):
-        typer.echo(f"{name:<12} {n:>10}")
+        if not name.startswith("stage:"):
+            typer.echo(f"{name:<12} {int(n):>10}")
     rate = hit_rate(counts)
     typer.echo(f"{'hit rate':<12} {'-' if rate is None else f'{rate:.1%}':>10}")
+    table = stage_table(counts)
+    if table:
+        typer.echo("")
+        typer.echo(table)
 
 
 # ---------------------------------------------------------------------------- serve

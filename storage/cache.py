@@ -1,7 +1,10 @@
 """Redis keys: the per-user recommendation cache.
 
-One hash per user holds every cached answer for that user (one field per surface,
-variant and request shape), so a strong event invalidates them all with one DEL.
+One hash per user holds every cached answer for that user (one field per surface, variant,
+request shape and model version) and the user's generation: a counter every accepted
+interaction bumps. An answer is stored with the generation read before it was computed and
+served only while the generation is unchanged, so any interaction (weak or strong) shows in
+the next answer, even one logged while that answer was being computed.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import hashlib
 from redis.asyncio import Redis
 
 _PREFIX = "recsys:rec:"
+GENERATION = "gen"
 
 
 def user_key(user_id: str) -> str:
@@ -18,18 +22,35 @@ def user_key(user_id: str) -> str:
 
 
 def fingerprint(*parts: object) -> str:
-    """A stable field name for a request shape (surface, variant, k, filters...)."""
+    """A stable field name for a request shape (surface, variant, k, filters, model version...)."""
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=12).hexdigest()
 
 
-async def get(redis: Redis, user_id: str, field: str) -> bytes | None:
-    return await redis.hget(user_key(user_id), field)
+async def get(redis: Redis, user_id: str, field: str) -> tuple[int, bytes | None]:
+    """(the user's generation, the cached answer if it was written at that generation)."""
+    gen_raw, raw = await redis.hmget(user_key(user_id), [GENERATION, field])
+    gen = int(gen_raw or 0)
+    if raw is None:
+        return gen, None
+    stored, _, value = raw.partition(b":")
+    return gen, value if stored.isdigit() and int(stored) == gen else None
 
 
-async def put(redis: Redis, user_id: str, field: str, value: bytes, ttl_s: int) -> None:
+async def put(redis: Redis, user_id: str, field: str, generation: int, value: bytes, ttl_s: int) -> None:
     async with redis.pipeline(transaction=True) as pipe:
-        pipe.hset(user_key(user_id), field, value)
+        pipe.hset(user_key(user_id), field, b"%d:" % generation + value)
         pipe.expire(user_key(user_id), ttl_s)
+        await pipe.execute()
+
+
+async def bump(redis: Redis, user_ids: set[str], ttl_s: int) -> None:
+    """The users did something: their cached answers are stale from now on."""
+    if not user_ids:
+        return
+    async with redis.pipeline(transaction=False) as pipe:
+        for user_id in user_ids:
+            pipe.hincrby(user_key(user_id), GENERATION, 1)
+            pipe.expire(user_key(user_id), ttl_s)
         await pipe.execute()
 
 

@@ -77,6 +77,23 @@ STACK_CONFIG = """
 [surface.cart]
 seen_types = ["purchase"]
 
+[surface.arrivals]                  # the newest items get a fifth of the slots
+sources = [
+  { name = "two_tower", k = 200, gate = "history" },
+  { name = "also_bought", k = 50, gate = "history" },
+  { name = "new_arrivals", k = 20, quota = 0.2 },
+  { name = "popular", k = 200, fill = true, optional = true },
+]
+
+[surface.partner]                   # the same, never showing one brand
+exclude_brands = ["acme"]
+sources = [
+  { name = "two_tower", k = 200, gate = "history" },
+  { name = "also_bought", k = 50, gate = "history" },
+  { name = "new_arrivals", k = 20, quota = 0.2 },
+  { name = "popular", k = 200, fill = true, optional = true },
+]
+
 [[experiment]]
 name = "ab"
 salt = "test"

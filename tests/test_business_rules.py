@@ -84,7 +84,8 @@ def test_experiment_variants_are_stable_and_split_traffic(api: pb_grpc.Recommend
     assert _rec(api, user_id="1", k=3, context=ctx).experiment_variant == labels[1]
     forced = _rec(api, user_id="1", k=3, context=ctx, experiment_variant="no_ranker", debug=True)
     assert forced.experiment_variant == "ab/no_ranker"
-    assert [s.note for s in forced.debug.stages if s.stage == "rank"] == ["skipped: ranker off for this variant"]
+    assert [s.note for s in forced.debug.stages if s.stage == "scorer:ranker"] == [
+        "gated off: ranker off for this variant"]
     assert _rec(api, user_id="1", k=3).experiment_variant == "control"  # other surfaces: no experiment
     with pytest.raises(grpc.RpcError) as err:
         _rec(api, user_id="1", k=3, context=ctx, experiment_variant="nope")

@@ -8,8 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator.catalog import Catalog
-from orchestrator.filters import apply_rules, request_rules
+from orchestrator.config import PipelineParams
 from orchestrator.interactions import interaction_from_pb
+from orchestrator.pipeline import Candidate as Cand
+from orchestrator.pipeline import Pipeline, Trace
+from orchestrator.query import RECOMMEND, RequestQuery
+from orchestrator.registry import FILTERS
 from orchestrator.validation import DEFAULT_K, check_id, check_k
 from protos import recsys_pb2 as pb
 from ranking.scorer import WeightedScorer, category_profile
@@ -66,12 +70,21 @@ def test_filters_remove_and_count_by_rule() -> None:
         ItemRecord("d", categories=["drama"], status="retired"),
         ItemRecord("e", categories=["comedy"]),
     )
+
+    def run(ids: list[str], f: pb.Filters, seen: set[str]) -> tuple[list[str], dict[str, int]]:
+        q = RequestQuery(RECOMMEND, "r", 10, "home", PipelineParams(), lambda: None, Trace(), filters=f, seen=seen)
+        cands = [Cand(i, "s", item=cat.get(i)) for i in ids]
+        p = Pipeline("t", filters=[f() for f in FILTERS])
+        for flt in p.filters:
+            cands = p._filter(flt, q, cands)
+        return [c.item_id for c in cands], {k: v for r in q.trace.stages for k, v in r.removed.items()}
+
     f = pb.Filters(exclude_categories=["kids"], max_price=100, exclude_item_ids=["e"])
-    kept, removed = apply_rules(["a", "b", "c", "d", "e", "zz"], str, request_rules(f, {"b"}, cat))
+    kept, removed = run(["a", "b", "c", "d", "e", "zz"], f, {"b"})
     assert kept == []
     assert removed == {"inactive": 2, "seen": 1, "exclude_item_ids": 1, "exclude_categories": 1, "max_price": 1}
     f = pb.Filters(include_categories=["drama"], min_price=10, include_seen=True)
-    kept, _ = apply_rules(["a", "b", "c", "e"], str, request_rules(f, set(), cat))
+    kept, _ = run(["a", "b", "c", "e"], f, set())
     assert kept == ["b", "c"]
 
 

@@ -1,0 +1,50 @@
+"""Hydrators: the user before the sources run (query hydration), the catalogue record of each candidate."""
+
+from __future__ import annotations
+
+from orchestrator.pipeline import Candidate, Hydrator, QueryHydrator
+from orchestrator.query import Deps, RequestQuery
+from storage.interactions import user_history_with_types
+from storage.users import get_user
+
+HISTORY_LIMIT = 1000  # seen-filter horizon
+
+
+class UserHistory(QueryHydrator):
+    """The user (demographics, preferences) and history (most recent first, with interaction types and
+    times) from PostgreSQL, and what the surface counts as seen. Fails open: a cold start, degraded."""
+
+    name = "user"
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.timeout_s = deps.settings.retrieval_timeout_s  # a history read takes about a millisecond
+
+    def enable(self, q: RequestQuery) -> str | None:
+        return None if q.user_id else "no user"
+
+    async def hydrate(self, q: RequestQuery) -> None:
+        async with self.deps.pool.connection() as conn:
+            q.user = await get_user(conn, q.user_id)
+            q.history = await user_history_with_types(conn, q.user_id, HISTORY_LIMIT)
+        if not q.filters.include_seen:
+            seen_types = q.params.seen_types
+            q.seen = {h.item_id for h in q.history if not h.types.isdisjoint(seen_types)}
+
+    def failure_note(self, exc: BaseException) -> str:
+        return f"user history unavailable ({type(exc).__name__}): cold start"
+
+
+class CatalogueItems(Hydrator):
+    """Each candidate's catalogue record (in process memory): what filters, diversity and decoration read."""
+
+    name = "catalogue"
+    fail_open = False  # a dict lookup
+
+    def __init__(self, deps: Deps) -> None:
+        self.catalog = deps.catalog
+
+    async def hydrate(self, q: RequestQuery, candidates: list[Candidate]) -> None:
+        get = self.catalog.items.get
+        for c in candidates:
+            c.item = get(c.item_id)

@@ -1,0 +1,1 @@
+"""Scorers: rescore candidates, never drop one (registered in orchestrator/registry.py)."""

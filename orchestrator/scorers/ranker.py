@@ -1,0 +1,57 @@
+"""ranker: the ranking service rescores the candidates (learned ranker over features).
+
+Fails open: ranking down or late -> the sources' merged order, marked degraded. The model
+version retrieval answered with travels in the RankRequest, so ranking scores with the same
+version (or says in its answer that it could not)."""
+
+from __future__ import annotations
+
+import grpc
+
+from orchestrator.pipeline import Candidate, Scorer
+from orchestrator.query import RECOMMEND, Deps, RequestQuery
+from orchestrator.sources.retrieval import user_context
+from protos import recsys_pb2 as pb
+
+
+class Ranker(Scorer):
+    name = "ranker"
+
+    def __init__(self, deps: Deps) -> None:
+        self.deps = deps
+        self.timeout_s = deps.settings.ranking_timeout_s
+
+    def enable(self, q: RequestQuery) -> str | None:
+        if q.rpc != RECOMMEND:
+            return "only Recommend is ranked"
+        return None if q.params.ranker else "ranker off for this variant"
+
+    async def score(self, q: RequestQuery, candidates: list[Candidate]) -> list[Candidate]:
+        if not candidates:
+            return candidates
+        request = pb.RankRequest(
+            request_id=q.request_id, user=user_context(q), context=q.context,
+            candidates=pb.CandidateList(
+                item_ids=[c.item_id for c in candidates], scores=[c.retrieval_score for c in candidates],
+                sources=[c.source for c in candidates], anchor_item_ids=[c.anchor for c in candidates]),
+        )
+        resp = await self.deps.ranking.Rank(request, timeout=self.timeout_s)
+        names, parts, m = list(resp.score_part_names), resp.score_parts, len(resp.score_part_names)
+        out: list[Candidate] = []
+        for p, (i, score) in enumerate(zip(resp.order, resp.scores, strict=True)):
+            c = candidates[i]
+            c.score = score
+            c.parts = dict(zip(names, parts[p * m : (p + 1) * m], strict=True)) if m else None
+            out.append(c)
+        if len(out) != len(candidates):  # a scorer never drops a candidate: keep the ones it did not return
+            given = {id(c) for c in out}
+            floor = min((c.score for c in out), default=0.0)
+            for c in candidates:
+                if id(c) not in given:
+                    c.score = floor
+                    out.append(c)
+        return out
+
+    def failure_note(self, exc: BaseException) -> str:
+        code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "DEADLINE_EXCEEDED"
+        return f"ranking failed ({code}): retrieval order"
