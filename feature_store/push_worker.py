@@ -24,9 +24,9 @@ import pandas as pd
 import psycopg
 import redis
 
+from core.config import Settings
 from feature_store.store import feature_store
 from feature_store.tables import user_feature_rows
-from recsys.config import Settings
 from storage.cache import user_key
 from storage.streams import GROUP, STREAM, Event, StrongEvents
 

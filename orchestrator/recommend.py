@@ -21,6 +21,10 @@ import grpc
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from core.config import Settings
+from core.errors import InvalidArgument, NotFound
+from core.interleave import order_scores
+from core.segments import parse_segment, segment_tokens
 from orchestrator import filter_expr, selection
 from orchestrator import filters as flt
 from orchestrator.catalog import Catalog
@@ -36,15 +40,11 @@ from orchestrator.trace import Trace
 from orchestrator.validation import check_id, check_k, request_params
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
-from recsys.errors import InvalidArgument, NotFound
-from retrieval.interleave import order_scores
 from storage import cache
 from storage.interactions import HistoryEntry, user_history, user_history_with_types
 from storage.precomputed import get_precomputed
 from storage.records import UserRecord
 from storage.users import get_user
-from training.segments import parse_segment, segment_tokens
 
 log = logging.getLogger(__name__)
 

@@ -30,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from core.interleave import interleave
 from protos import recsys_pb2 as pb
-from retrieval.interleave import interleave
 
 # retrieval/retriever.py SOURCES less similar_items, which needs an anchor item that Recommend does not have
 RETRIEVAL_SOURCES = ("two_tower", "popular", "also_bought", "content", "trending", "segment_popular")

@@ -6,9 +6,9 @@ import math
 from dataclasses import replace
 from typing import Any
 
+from core.errors import InvalidArgument
 from orchestrator.config import PipelineParams
 from protos import recsys_pb2 as pb
-from recsys.errors import InvalidArgument
 from storage.records import MAX_ID_LEN
 
 MAX_K = 500

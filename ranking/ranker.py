@@ -1,4 +1,4 @@
-"""The learned ranker as served: LightGBM trees over training/ranker_features.py.
+"""The learned ranker as served: LightGBM trees over core/ranker_features.py.
 
 One object per model version, loaded from the version folder training exported
 (ranker.lgb, ranker.json, ranker_signals.*, with the version's user tower and item
@@ -21,8 +21,8 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from training.ranker_features import COL, FEATURES, RankerSignals
-from training.user_encoder import UserEncoder
+from core.ranker_features import COL, FEATURES, RankerSignals
+from core.user_encoder import UserEncoder
 
 log = logging.getLogger(__name__)
 

@@ -17,16 +17,16 @@ import logging
 import grpc
 import numpy as np
 
+from core.config import Settings
+from core.errors import InvalidArgument
+from core.grpc_server import handles_errors, serve
+from core.interleave import order_scores
 from feature_store.store import OnlineFeatures
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from ranking.item_features import ItemFeatureCache
 from ranking.ranker import RankerSlot
 from ranking.scorer import WeightedScorer, category_profile
-from recsys.config import Settings
-from recsys.errors import InvalidArgument
-from recsys.grpc_server import handles_errors, serve
-from retrieval.interleave import order_scores
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys.config import Settings
-from recsys.grpc_server import freeze_loaded_objects
+from core.config import Settings
+from core.grpc_server import freeze_loaded_objects
 
 
 def test_loaded_objects_are_frozen_and_collection_is_enabled_again() -> None:
@@ -33,8 +33,8 @@ def test_a_hot_swap_frees_the_old_version_although_startup_objects_are_frozen(
 ) -> None:
     """Frozen objects are never walked by the collector: an old version kept alive by a reference cycle
     would never be freed (at 10M items, 3 GB per swap). Reference counting must free it."""
+    from core.retrieve import Retriever
     from ranking.ranker import RankerSlot
-    from retrieval.retriever import Retriever
 
     version = (stack.artifacts_dir / "CURRENT").read_text().strip()
     for name in (version, f"{version}-next"):

@@ -16,6 +16,9 @@ import grpc
 import psycopg
 import pytest
 
+from core.config import Settings
+from core.errors import InvalidArgument
+from core.interleave import interleave
 from orchestrator import config
 from orchestrator.filters import filter_items
 from orchestrator.preferences import check_preferences
@@ -33,9 +36,6 @@ from orchestrator.sources import (
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
-from recsys.config import Settings
-from recsys.errors import InvalidArgument
-from retrieval.interleave import interleave
 from tests.conftest import free_port
 
 # ---------------------------------------------------------------------------- pure logic

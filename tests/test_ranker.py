@@ -15,13 +15,14 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from core.artifacts import export, load_current
+from core.config import Settings
+from core.ranker_features import COL, FEATURES, RankerSignals, SignalConfig, build_signals
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from ranking import ranker as served
-from recsys.config import Settings
 from retrieval.service import RetrievalServicer
 from tests.test_training import synthetic
-from training.artifacts import export, load_current
 from training.dataset import Dataset
 from training.ranker import (
     RankerConfig,
@@ -34,7 +35,6 @@ from training.ranker import (
     train_ranker,
 )
 from training.ranker_candidates import RetrievalCandidates
-from training.ranker_features import COL, FEATURES, RankerSignals, SignalConfig, build_signals
 from training.train import TrainConfig, train
 
 TINY_TT = TrainConfig(epochs=2, batch_size=64, dim=16, hidden=32)

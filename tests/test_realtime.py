@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from core.config import Settings
 from feature_store.store import OnlineFeatures
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
-from recsys.config import Settings
 from storage import cache
 from storage.streams import Event, StrongEvents
 

@@ -19,11 +19,11 @@ import grpc
 import psycopg
 import pytest
 
+from core import content, covisitation, segments
+from core.config import Settings
+from core.trending import Event, Trending, TrendingConfig
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
-from retrieval.trending import Event, Trending, TrendingConfig
-from training import content, covisitation, segments
 from training.dataset import load_postgres
 
 pytestmark = pytest.mark.integration

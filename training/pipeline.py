@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.artifacts import export
+from core.artifacts import export
 from training.dataset import Dataset
 from training.ranker import RankerConfig, train_ranker
 from training.sources import source_artifacts

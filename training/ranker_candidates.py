@@ -2,7 +2,7 @@
 
 The early models (the two-tower and the other sources' artifacts, fitted on the period
 before the labels) are published to a temporary folder and loaded by
-retrieval.retriever.Retriever, the class the retrieval service runs. Each user's
+core.retrieve.Retriever, the class the retrieval service runs. Each user's
 candidates are then its answer to the request the orchestrator makes (the default source
 mix, the user's recent items, seen items excluded), so the trees learn on the lists they
 rank when served, not on a look-alike.
@@ -14,8 +14,8 @@ import tempfile
 from pathlib import Path
 from types import TracebackType
 
-from retrieval.retriever import Retriever
-from training.artifacts import export
+from core.artifacts import export
+from core.retrieve import Retriever
 from training.dataset import Dataset
 from training.sources import SourceArtifacts, source_artifacts
 from training.train import TrainedModel

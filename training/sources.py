@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from training import content, covisitation, segments
+from core import content, covisitation, segments
 from training.dataset import Dataset
 
 
 class SourceArtifacts(NamedTuple):
     """Each with save(folder): iterate it for artifacts.export's `extras`. The ranker's signals read the
-    co-visitation and TF-IDF ones too (training.ranker_features.build_signals), so they are built once."""
+    co-visitation and TF-IDF ones too (core.ranker_features.build_signals), so they are built once."""
 
     covisitation: covisitation.Covisitation
     content: content.ContentIndex

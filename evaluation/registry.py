@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from training.evaluation.baselines import FAMILIES as BASELINES
-from training.evaluation.models import FAMILIES as OWN_MODELS
-from training.evaluation.protocol import Family
+from evaluation.baselines import FAMILIES as BASELINES
+from evaluation.models import FAMILIES as OWN_MODELS
+from evaluation.protocol import Family
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (*BASELINES, *OWN_MODELS)}
 

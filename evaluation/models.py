@@ -1,7 +1,7 @@
 """The project's own models in the harness: the two-tower alone, and the pipeline as served.
 
 Both train with training/train.py on the training split, publish artifacts with
-training/artifacts.py into a temporary folder, and score through what serving loads
+core/artifacts.py into a temporary folder, and score through what serving loads
 from that folder, so the evaluated model is the exported one.
 
 The served pipeline is published as `recsys train` publishes it (the two-tower, the
@@ -10,7 +10,7 @@ the serving code in process: the Retrieval and Ranking servicers (retrieval/serv
 ranking/service.py, the ranker loaded from the version folder as the service loads it)
 with the orchestrator's request (its history window and times, candidate count and
 seen-exclusion), without sockets. Feature values come from the training split
-(training/evaluation/features.py).
+(evaluation/features.py).
 """
 
 from __future__ import annotations
@@ -24,18 +24,18 @@ from typing import Any
 import grpc
 import numpy as np
 
+from core import artifacts
+from core.retrieve import Retriever
+from evaluation import features
+from evaluation.protocol import Family
 from orchestrator.recommend import HISTORY_LIMIT, RECENT_FOR_MODEL
 from protos import recsys_pb2 as pb
 from ranking.item_features import ItemFeatureCache
 from ranking.ranker import RankerSlot
 from ranking.scorer import WeightedScorer
 from ranking.service import RankingServicer
-from retrieval.retriever import Retriever
 from retrieval.service import RetrievalServicer
-from training import artifacts
 from training.dataset import Dataset
-from training.evaluation import features
-from training.evaluation.protocol import Family
 from training.pipeline import publish
 from training.ranker import RankerConfig, timed_histories
 from training.train import TrainConfig, TrainedModel, train

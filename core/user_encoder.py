@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from scipy.special import erf
 
-from training.two_tower import ModelConfig, UserTower
-from training.vocab import Vocab
+from core.two_tower import ModelConfig, UserTower
+from core.vocab import Vocab
 
 
 class UserEncoder:

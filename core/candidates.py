@@ -1,4 +1,4 @@
-"""Candidate sources over one served version (retrieval.served.Served).
+"""Candidate sources over one served version (core.served.Served).
 
 Each source returns scored candidates, best first, never an excluded or inactive item;
 the retriever merges them. Sources are plain functions so tests and the offline
@@ -20,9 +20,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from retrieval.interleave import interleave
-from retrieval.served import Served
-from retrieval.trending import Trending
+from core.interleave import interleave
+from core.served import Served
+from core.trending import Trending
 
 ANCHORS = 10  # the user's most recent items that anchor item-to-item sources
 ANCHOR_DECAY = 0.8  # weight of the r-th most recent anchor: ANCHOR_DECAY ** r

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.feature_extraction.text import TfidfVectorizer
 
+from evaluation.baselines.matrix import UserItems, l2_normalize_rows
 from training.dataset import Dataset
-from training.evaluation.baselines.matrix import UserItems, l2_normalize_rows
 
 
 def item_texts(train: Dataset, catalog: list[str]) -> list[str]:

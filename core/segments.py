@@ -118,7 +118,7 @@ def build(dataset: Dataset, config: SegmentConfig | None = None) -> SegmentPopul
     import numpy as np
     import pandas as pd
 
-    from training.covisitation import interaction_weights
+    from core.covisitation import interaction_weights
 
     cfg = config or SegmentConfig()
     users = pd.DataFrame({"user_id": dataset.users["user_id"],

@@ -7,10 +7,10 @@ import logging
 import sys
 from pathlib import Path
 
+from evaluation import registry, report
+from evaluation.harness import HarnessConfig, run
 from training.dataset import Dataset, load_files
-from training.evaluation import registry, report
-from training.evaluation.harness import HarnessConfig, run
-from training.evaluation.splits import COLD_USERS, PROTOCOLS
+from training.splits import COLD_USERS, PROTOCOLS
 
 DEFAULT_OUT = Path("reports/quality")
 
@@ -18,7 +18,7 @@ DEFAULT_OUT = Path("reports/quality")
 def load_dataset(name: str) -> Dataset:
     """"movielens" (MovieLens-100K, fetched into the data folder when missing) or a folder in the file format."""
     if name == "movielens":
-        from recsys.config import Settings
+        from core.config import Settings
         from training import movielens
 
         return movielens.load(movielens.fetch(Settings.from_env().data_dir))
@@ -36,7 +36,7 @@ def main(protocol: str, models: list[str] | None, out_dir: Path, dataset: str = 
         print(exc, file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("faiss.loader", "retrieval.retriever"):
+    for noisy in ("faiss.loader", "core.retrieve"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     data = load_dataset(dataset)
     command = (f"recsys evaluate --protocol {protocol} --models {','.join(f.name for f in families)} "

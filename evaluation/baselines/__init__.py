@@ -3,8 +3,8 @@ content."""
 
 from __future__ import annotations
 
-from training.evaluation.baselines import als, content, ease, knn, popular, segments
-from training.evaluation.protocol import Family
+from evaluation.baselines import als, content, ease, knn, popular, segments
+from evaluation.protocol import Family
 
 FAMILIES = [
     Family("most-popular", popular.candidates, description="items by number of users, the same for everyone"),

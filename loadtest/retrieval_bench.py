@@ -1,6 +1,6 @@
 """Retrieve latency over gRPC from a sync client, one call at a time.
 
-    .venv/bin/python -m retrieval.bench [--addr HOST:PORT] [--calls 300] [--k 200]
+    .venv/bin/python -m loadtest.retrieval_bench [--addr HOST:PORT] [--calls 300] [--k 200]
 
 Requests look like the orchestrator's: a MovieLens user's 50 most recent items and
 demographics, their rated items excluded, k candidates from the service's default mix
@@ -15,10 +15,10 @@ import time
 
 import grpc
 
+from core.config import Settings
 from loadtest.bench import percentile
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
 from training import movielens
 
 WARMUP = 20

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training import npz_store
+from core import npz_store
 from training.dataset import Dataset
 
 NAME = "covisitation"  # covisitation.npz + covisitation.json in a version folder

@@ -22,9 +22,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from core import content, covisitation, segments
+from core.artifacts import ModelArtifacts
 from storage.records import ItemRecord
-from training import content, covisitation, segments
-from training.artifacts import ModelArtifacts
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from evaluation.baselines.matrix import UserItems, l2_normalize_rows
 from training.dataset import Dataset
-from training.evaluation.baselines.matrix import UserItems, l2_normalize_rows
 
 
 def _keep_top_k(sim: np.ndarray, k: int) -> np.ndarray:

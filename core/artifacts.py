@@ -32,12 +32,12 @@ import faiss
 import numpy as np
 import pandas as pd
 
+from core.index import build_index, read_index
+from core.item_encoder import ItemEncoder
+from core.ranker_features import FEATURES
+from core.user_encoder import UserEncoder
 from training.dataset import Dataset
-from training.index import build_index, read_index
-from training.item_encoder import ItemEncoder
-from training.ranker_features import FEATURES
 from training.train import TrainedModel, config_dict, json_ready
-from training.user_encoder import UserEncoder
 
 if TYPE_CHECKING:  # lightgbm is only needed where a ranker is trained or served
     from training.ranker import TrainedRanker

@@ -36,10 +36,10 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from training import npz_store
+from core import npz_store
+from core.vocab import item_year
 from training.dataset import Dataset
 from training.sources import SourceArtifacts, source_artifacts
-from training.vocab import item_year
 
 FEATURES = (
     "two_tower", "tt_rank", "tt_gap", "ease", "ease_recent", "covisitation", "sim_last", "sim_max5", "sim_mean",
@@ -73,8 +73,8 @@ class RankerSignals:
     year: np.ndarray  # float32, NaN unknown
     log_price: np.ndarray  # float32, NaN unknown
     categories: sp.csr_matrix  # float32 [n, n_categories], 0/1
-    content: sp.csr_matrix  # float32 [n, n_terms], unit rows (training.content's TF-IDF)
-    covisitation: sp.csr_matrix  # float32 [n, n] neighbour scores (training.covisitation)
+    content: sp.csr_matrix  # float32 [n, n_terms], unit rows (core.content's TF-IDF)
+    covisitation: sp.csr_matrix  # float32 [n, n] neighbour scores (core.covisitation)
     ease: np.ndarray | None  # float32 [n, n], None above ease_max_items
     config: SignalConfig
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from evaluation.baselines.matrix import UserItems, item_counts
 from training.dataset import Dataset
-from training.evaluation.baselines.matrix import UserItems, item_counts
 
 
 class MostPopular:

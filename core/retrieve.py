@@ -16,15 +16,15 @@ from pathlib import Path
 
 import numpy as np
 
-from recsys.errors import InvalidArgument, Unavailable
-from retrieval import candidates
-from retrieval.candidates import Candidate
+from core import candidates
+from core.artifacts import load_current
+from core.candidates import Candidate
+from core.errors import InvalidArgument, Unavailable
+from core.segments import parse_segment, segment_tokens
+from core.served import Served
+from core.trending import WINDOWS, Trending, TrendingConfig
 from retrieval.live import LiveSource
-from retrieval.served import Served
-from retrieval.trending import WINDOWS, Trending, TrendingConfig
 from storage.records import ItemRecord
-from training.artifacts import load_current
-from training.segments import parse_segment, segment_tokens
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from core.errors import RecsysError
 from protos import recsys_pb2
-from recsys.errors import RecsysError
 
 log = logging.getLogger(__name__)
 

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
+from evaluation.baselines.matrix import UserItems
 from training.dataset import Dataset
-from training.evaluation.baselines.matrix import UserItems
 
 LAMBDAS = (50.0, 100.0, 200.0, 400.0, 800.0, 1600.0)
 # MovieLens users rate in sessions, seconds apart: the useful half-lives go down to minutes (1 day = 1440,

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.sparse as sp
 
+from evaluation.baselines.matrix import UserItems
 from training.dataset import Dataset
-from training.evaluation.baselines.matrix import UserItems
 
 
 def _half_step(R: sp.csr_matrix, Y: np.ndarray, alpha: float, reg: float) -> np.ndarray:

@@ -1,5 +1,5 @@
 """How ranked candidate lists from several sources merge into one: shared by the retrieval
-service (retrieval/candidates.py) and the orchestrator's candidate stage
+service (core/candidates.py) and the orchestrator's candidate stage
 (orchestrator/sources.py), which must agree on it, and free of torch and faiss so the
 orchestrator can import it."""
 

@@ -20,11 +20,11 @@ import scipy.sparse as sp
 import torch
 from threadpoolctl import threadpool_limits
 
+from evaluation import metrics as M
+from evaluation.bootstrap import PairedDiff, compare
+from evaluation.protocol import Family, Recommender, params_of
 from training.dataset import Dataset
-from training.evaluation import metrics as M
-from training.evaluation.bootstrap import PairedDiff, compare
-from training.evaluation.protocol import Family, Recommender, params_of
-from training.evaluation.splits import COLD_USERS, ProtocolSplits, Split, make_splits
+from training.splits import COLD_USERS, ProtocolSplits, Split, make_splits
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Item tower: item id embedding + its content (mean of category embeddings, mean of
 title-word embeddings, year and price buckets) -> MLP -> unit vector. Training drops
 the id now and then, so the content path alone places an item well: that is how a
-new item, unknown to the model, gets a vector (training.item_encoder).
+new item, unknown to the model, gets a vector (core.item_encoder).
 
 User tower: the user's recent items pooled by a few learned recency kernels (one
 leaning on the last item or two, others on a longer past), the history length and

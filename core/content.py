@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training import npz_store
+from core import npz_store
 from training.dataset import Dataset
 
 NAME = "content"  # content.npz + content.json in a version folder

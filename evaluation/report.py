@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from training.evaluation import metrics as M
-from training.evaluation.harness import SELECT_BY, Evaluation, ModelResult
+from evaluation import metrics as M
+from evaluation.harness import SELECT_BY, Evaluation, ModelResult
 
 COLUMNS = [f"{m}@{k}" for m in ("ndcg", "recall", "hitrate") for k in M.KS] + ["coverage@10"]
 HEADERS = {"ndcg": "NDCG", "recall": "Recall", "hitrate": "HR", "coverage": "Cov"}

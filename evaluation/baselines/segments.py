@@ -1,6 +1,6 @@
 """Popular in the user's segments: the classic cold-start baseline.
 
-The same lists and scoring rule as the served segment_popular source (training.segments:
+The same lists and scoring rule as the served segment_popular source (core.segments:
 age band, gender, occupation, location; lift-weighted counts), with overall popularity
 under it so items outside every segment list still have an order.
 """
@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from training import segments
+from core import segments
+from evaluation.baselines.matrix import UserItems, item_counts
 from training.dataset import Dataset
-from training.evaluation.baselines.matrix import UserItems, item_counts
 
 BACKOFF = 1e-3  # overall popularity, scaled to at most this: below any segment list's score
 

@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.two_tower import ItemTower, ModelConfig
-from training.vocab import Vocab
+from core.two_tower import ItemTower, ModelConfig
+from core.vocab import Vocab
 
 
 class ItemEncoder:
