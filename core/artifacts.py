@@ -1,4 +1,4 @@
-"""Versioned model artifacts: what training writes and serving reads.
+"""Versioned model artifacts: the format training writes and the one reader serving uses.
 
     <artifacts_dir>/<version>/manifest.json        version, configs, index parameters, metrics, files
     <artifacts_dir>/<version>/item_ids.json        external item ids; row i of the embeddings = FAISS id i
@@ -12,213 +12,137 @@
     <artifacts_dir>/<version>/ranker_signals.*     per-item arrays its features read (EASE, co-visitation, ...)
     <artifacts_dir>/CURRENT                        the version services should serve
 
-A version folder is written under a temporary name and renamed whole, and CURRENT is
-replaced atomically last, so a service polling CURRENT never sees a half-written version.
+training/export.py writes a version folder under a temporary name, renames it whole, and
+replaces CURRENT atomically last, so a service polling CURRENT never sees a half-written
+version. Every reader of a version goes through read_manifest, which checks the format.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import shutil
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import faiss
 import numpy as np
-import pandas as pd
 
-from core.index import build_index, read_index
+from core.index import read_index
 from core.item_encoder import ItemEncoder
 from core.ranker_features import FEATURES
 from core.user_encoder import UserEncoder
-from training.dataset import Dataset
-from training.train import TrainedModel, config_dict, json_ready
-
-if TYPE_CHECKING:  # lightgbm is only needed where a ranker is trained or served
-    from training.ranker import TrainedRanker
 
 FORMAT_VERSION = 2  # 2: content item tower (item_tower.pt), recency-kernel user tower
-POPULAR_TOP = 1000
+
+CURRENT = "CURRENT"
+MANIFEST_FILE = "manifest.json"
+ITEM_IDS_FILE = "item_ids.json"
+EMBEDDINGS_FILE = "item_embeddings.npy"
+INDEX_FILE = "index.faiss"
+USER_TOWER_FILE = "user_tower.pt"
+ITEM_TOWER_FILE = "item_tower.pt"
+POPULAR_FILE = "popular.json"
+RANKER_MODEL_FILE = "ranker.lgb"
+RANKER_META_FILE = "ranker.json"
 
 
 @dataclass
-class ModelArtifacts:
+class ItemVectors:
+    """What every reader of a version needs: its item vectors and the user tower (the ranker reads no more)."""
+
     version: str
     manifest: dict[str, Any]
     item_ids: list[str]
     item_index: dict[str, int]  # external id -> row
     item_embeddings: np.ndarray  # float32 [n_items, D]
+    user_encoder: UserEncoder
+
+
+@dataclass
+class ModelArtifacts(ItemVectors):
+    """A whole version, as retrieval serves it."""
+
     index: faiss.Index
     popular: list[tuple[str, float]]
-    user_encoder: UserEncoder
     item_encoder: ItemEncoder  # embeds an item from its content: items added after training
 
 
-# ---------------------------------------------------------------------------- export
+def current_version(artifacts_dir: Path) -> str:
+    """The version named in <artifacts_dir>/CURRENT; "" when none is published yet."""
+    current = Path(artifacts_dir) / CURRENT
+    return current.read_text().strip() if current.exists() else ""
 
 
-def export(
-    model: TrainedModel, dataset: Dataset, artifacts_dir: Path, ranker: TrainedRanker | None = None,
-    extras: Sequence[Any] = (),
-) -> Path:
-    """Write a new version folder and make it CURRENT; returns the version folder.
-
-    `extras` are other sources' artifacts (co-visitation, TF-IDF, segment popularity), each
-    with save(folder); they are written before the manifest so their files are listed in it."""
-    artifacts_dir = Path(artifacts_dir)
-    artifacts_dir.mkdir(parents=True, exist_ok=True)
-    version, tmp = _claim_version(artifacts_dir)
-    try:
-        if ranker is not None:
-            _write_ranker(tmp, ranker)
-        for extra in extras:
-            extra.save(tmp)
-        manifest = _write_version(tmp, version, model, dataset)
-        if ranker is not None:
-            manifest["ranker"] = {"features": list(FEATURES), "config": json_ready(asdict(ranker.config)),
-                                  "metrics": ranker.metrics}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-        final = artifacts_dir / version
-        tmp.rename(final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    _write_atomic(artifacts_dir / "CURRENT", version + "\n")
-    return final
-
-
-def _write_version(folder: Path, version: str, trained: TrainedModel, dataset: Dataset) -> dict[str, Any]:
-    model, vocab = trained.model, trained.vocab
-    # Retired items never come back: keep them out of the index (still known to the user tower).
-    status = dict(zip(dataset.items["item_id"], dataset.items["status"], strict=True))
-    rows = [i for i, item_id in enumerate(vocab.item_ids) if status.get(item_id) != "retired"]
-    item_ids = [vocab.item_ids[i] for i in rows]
-    embeddings = model.all_items()[1:][rows].numpy().astype(np.float32)
-
-    index, index_info = build_index(embeddings)  # exact, IVF or IVF-PQ + re-rank by catalogue size
-    faiss.write_index(index, str(folder / "index.faiss"))
-    np.save(folder / "item_embeddings.npy", embeddings)
-    (folder / "item_ids.json").write_text(json.dumps(item_ids))
-    UserEncoder.save(folder / "user_tower.pt", model.user_tower, model.config, vocab)
-    ItemEncoder.save(folder / "item_tower.pt", model.item_tower, model.config, vocab,
-                     trained.config.max_categories, trained.config.max_tokens)
-    (folder / "popular.json").write_text(json.dumps(_popular(dataset, set(item_ids))))
-
-    files = sorted(p.name for p in folder.iterdir())
-    return {
-        "format_version": FORMAT_VERSION,
-        "version": version,
-        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "dim": int(embeddings.shape[1]),
-        "n_items": len(item_ids),
-        "excluded_retired_items": vocab.n_items - len(item_ids),
-        "model_config": config_dict(model.config),
-        "train_config": config_dict(trained.config),
-        "index": index_info,
-        "metrics": trained.metrics,
-        "data": {"users": len(dataset.users), "items": len(dataset.items),
-                 "interactions": len(dataset.interactions)},
-        "files": {name: {"bytes": (folder / name).stat().st_size, "sha256": _sha256(folder / name)}
-                  for name in files},
-    }
-
-
-def _write_ranker(folder: Path, ranker: TrainedRanker) -> None:
-    ranker.booster.save_model(str(folder / "ranker.lgb"))  # the best iteration when early stopping chose one
-    ranker.signals.save(folder)
-    meta = {"features": list(FEATURES), "max_history": ranker.config.max_history,
-            "config": json_ready(asdict(ranker.config)), "metrics": ranker.metrics}
-    (folder / "ranker.json").write_text(json.dumps(meta, indent=2) + "\n")
-
-
-def _popular(dataset: Dataset, indexed: set[str]) -> list[list[Any]]:
-    """Items by interaction count (all types), most first; only items in the index."""
-    counts = dataset.interactions["item_id"].value_counts(sort=False)
-    counts = counts[counts.index.isin(indexed)]
-    frame = pd.DataFrame({"item_id": counts.index, "n": counts.to_numpy()})
-    frame = frame.sort_values(["n", "item_id"], ascending=[False, True]).head(POPULAR_TOP)  # ties: stable by id
-    return [[item_id, float(n)] for item_id, n in zip(frame["item_id"], frame["n"], strict=True)]
-
-
-def _claim_version(artifacts_dir: Path) -> tuple[str, Path]:
-    """A fresh version name and its work folder; mkdir is atomic, so two exporters never share one."""
-    base = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    for n in range(1, 1000):
-        version = base if n == 1 else f"{base}-{n}"
-        if (artifacts_dir / version).exists():
-            continue
-        try:
-            (artifacts_dir / f".{version}.tmp").mkdir()
-        except FileExistsError:
-            continue
-        return version, artifacts_dir / f".{version}.tmp"
-    raise RuntimeError(f"{artifacts_dir}: no free version name for {base}")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-# ------------------------------------------------------------------------------ load
-
-
-def load_current(artifacts_dir: Path) -> ModelArtifacts:
-    """Load the version named in <artifacts_dir>/CURRENT."""
-    current = Path(artifacts_dir) / "CURRENT"
-    if not current.exists():
-        raise FileNotFoundError(f"{current}: no model published yet; run `recsys train` first")
-    version = current.read_text().strip()
-    if not version:
-        raise FileNotFoundError(f"{current} is empty; run `recsys train` to publish a version")
-    return load_version(Path(artifacts_dir) / version)
-
-
-def load_version(version_dir: Path) -> ModelArtifacts:
-    """Load one version folder; everything serving needs comes from it."""
-    faiss.omp_set_num_threads(1)  # see UserEncoder: one thread each in serving processes
-    version_dir = Path(version_dir)
-    manifest_path = version_dir / "manifest.json"
+def read_manifest(version_dir: Path) -> dict[str, Any]:
+    """A version's manifest, after checking it is a version folder in the format this code reads."""
+    manifest_path = Path(version_dir) / MANIFEST_FILE
     if not manifest_path.exists():
         raise FileNotFoundError(f"{manifest_path}: missing; is {version_dir} a model version folder?")
     manifest = json.loads(manifest_path.read_text())
     if manifest.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{manifest_path}: format_version {manifest.get('format_version')!r}, "
                          f"this code reads {FORMAT_VERSION}; retrain with this code")
-    item_ids = json.loads((version_dir / "item_ids.json").read_text())
-    embeddings = np.load(version_dir / "item_embeddings.npy")
-    index = read_index(version_dir / "index.faiss", manifest.get("index"))
-    if manifest["index"]["type"] == "IVF":
-        faiss.extract_index_ivf(index).nprobe = int(manifest["index"]["nprobe"])
-    if not len(item_ids) == embeddings.shape[0] == index.ntotal:
-        raise ValueError(f"{version_dir}: item_ids ({len(item_ids)}), embeddings ({embeddings.shape[0]}) "
-                         f"and index ({index.ntotal}) disagree; the version is corrupt")
-    popular = [(str(i), float(s)) for i, s in json.loads((version_dir / "popular.json").read_text())]
-    return ModelArtifacts(
-        version=manifest["version"],
-        manifest=manifest,
-        item_ids=item_ids,
-        item_index={item_id: row for row, item_id in enumerate(item_ids)},
-        item_embeddings=embeddings,
-        index=index,
-        popular=popular,
-        user_encoder=UserEncoder.load(version_dir / "user_tower.pt"),
-        item_encoder=ItemEncoder.load(version_dir / "item_tower.pt"),
+    return manifest
+
+
+def load_current(artifacts_dir: Path) -> ModelArtifacts:
+    """Load the version named in <artifacts_dir>/CURRENT."""
+    current = Path(artifacts_dir) / CURRENT
+    if not current.exists():
+        raise FileNotFoundError(f"{current}: no model published yet; run `recsys train` first")
+    version = current_version(artifacts_dir)
+    if not version:
+        raise FileNotFoundError(f"{current} is empty; run `recsys train` to publish a version")
+    return load_version(Path(artifacts_dir) / version)
+
+
+def load_item_vectors(version_dir: Path) -> ItemVectors:
+    """The version's item ids, item vectors and user tower."""
+    version_dir = Path(version_dir)
+    manifest = read_manifest(version_dir)
+    item_ids = json.loads((version_dir / ITEM_IDS_FILE).read_text())
+    embeddings = np.load(version_dir / EMBEDDINGS_FILE)
+    if len(item_ids) != embeddings.shape[0]:
+        raise ValueError(f"{version_dir}: item_ids ({len(item_ids)}) and embeddings ({embeddings.shape[0]}) "
+                         "disagree; the version is corrupt")
+    return ItemVectors(
+        version=manifest["version"], manifest=manifest, item_ids=item_ids,
+        item_index={item_id: row for row, item_id in enumerate(item_ids)}, item_embeddings=embeddings,
+        user_encoder=UserEncoder.load(version_dir / USER_TOWER_FILE),
     )
 
 
-__all__ = ["ItemEncoder", "ModelArtifacts", "UserEncoder", "export", "load_current", "load_version"]
+def load_version(version_dir: Path) -> ModelArtifacts:
+    """Load one version folder; everything retrieval needs comes from it."""
+    faiss.omp_set_num_threads(1)  # see UserEncoder: one thread each in serving processes
+    version_dir = Path(version_dir)
+    base = load_item_vectors(version_dir)
+    manifest = base.manifest
+    index = read_index(version_dir / INDEX_FILE, manifest.get("index"))
+    if manifest["index"]["type"] == "IVF":
+        faiss.extract_index_ivf(index).nprobe = int(manifest["index"]["nprobe"])
+    if index.ntotal != len(base.item_ids):
+        raise ValueError(f"{version_dir}: item_ids ({len(base.item_ids)}) and index ({index.ntotal}) disagree; "
+                         "the version is corrupt")
+    popular = [(str(i), float(s)) for i, s in json.loads((version_dir / POPULAR_FILE).read_text())]
+    return ModelArtifacts(
+        **vars(base), index=index, popular=popular, item_encoder=ItemEncoder.load(version_dir / ITEM_TOWER_FILE),
+    )
+
+
+def read_ranker_meta(version_dir: Path) -> dict[str, Any] | None:
+    """The learned ranker's ranker.json; None when the version was exported without a ranker. Raises when the
+    version's format or the ranker's features are not what this code computes."""
+    version_dir = Path(version_dir)
+    read_manifest(version_dir)
+    if not (version_dir / RANKER_MODEL_FILE).exists():
+        return None
+    meta = json.loads((version_dir / RANKER_META_FILE).read_text())
+    if list(meta["features"]) != list(FEATURES):
+        raise ValueError(f"{version_dir / RANKER_META_FILE}: the ranker was trained on features {meta['features']}, "
+                         f"this code computes {list(FEATURES)}; retrain with this code")
+    return meta
+
+
+__all__ = ["FORMAT_VERSION", "ItemEncoder", "ItemVectors", "ModelArtifacts", "UserEncoder", "current_version",
+           "load_current", "load_item_vectors", "load_version", "read_manifest", "read_ranker_meta"]

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 
 from core import npz_store
-from training.dataset import Dataset
 
 NAME = "content"  # content.npz + content.json in a version folder
 NPZ = f"{NAME}.npz"
@@ -76,7 +75,7 @@ class ContentIndex:
                   brand: str = "") -> tuple[np.ndarray, np.ndarray]:
         """(term ids, unit weights) of a text; words the index never saw are left out."""
         counts = Counter(t for t in tokens(title, description, categories, brand) if t in self._term)
-        return _weigh(counts, self._term, self.idf)
+        return weigh(counts, self._term, self.idf)
 
     def vector(self, item_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         i = self._row.get(item_id)
@@ -171,7 +170,7 @@ def load(version_dir: Path) -> ContentIndex | None:
     return ContentIndex(list(meta["item_ids"]), list(meta["terms"]), z["idf"], z["indptr"], z["term_ids"], z["weights"])
 
 
-def _weigh(counts: Counter[str], term_index: dict[str, int], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def weigh(counts: Counter[str], term_index: dict[str, int], idf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Sublinear TF x IDF; words and categories/brand are unit blocks weighted CATEGORY_SHARE apart,
     so sharing the categories counts more than sharing a rare title word ("Toy Story" vs "Philadelphia Story")."""
     ids = np.array([term_index[t] for t in counts], dtype=np.int32)
@@ -183,26 +182,3 @@ def _weigh(counts: Counter[str], term_index: dict[str, int], idf: np.ndarray) ->
             both = meta.any() and (~meta).any()
             w[block] *= (math.sqrt(share) if both else 1.0) / norm
     return ids, w
-
-
-def build(dataset: Dataset) -> ContentIndex:
-    items = dataset.items
-    docs = [Counter(tokens(t, d, c, b)) for t, d, c, b in
-            zip(items["title"], items["description"], items["categories"], items["brand"], strict=True)]
-    df = Counter(t for doc in docs for t in doc)
-    terms = sorted(df)
-    term_index = {t: i for i, t in enumerate(terms)}
-    n = len(docs)
-    idf = np.array([math.log((1 + n) / (1 + df[t])) + 1 for t in terms], dtype=np.float32)
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    ids, weights = [], []
-    for i, doc in enumerate(docs):
-        t_ids, w = _weigh(doc, term_index, idf)
-        ids.append(t_ids)
-        weights.append(w)
-        indptr[i + 1] = indptr[i] + len(t_ids)
-    return ContentIndex(
-        [str(i) for i in items["item_id"]], terms, idf, indptr,
-        np.concatenate(ids) if ids else np.zeros(0, np.int32),
-        np.concatenate(weights) if weights else np.zeros(0, np.float32),
-    )

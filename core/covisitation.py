@@ -19,10 +19,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from core import npz_store
-from training.dataset import Dataset
 
 NAME = "covisitation"  # covisitation.npz + covisitation.json in a version folder
 NPZ = f"{NAME}.npz"
@@ -91,50 +89,3 @@ def load(version_dir: Path) -> Covisitation | None:
     z, meta = stored
     config = CovisitationConfig(**meta["config"])
     return Covisitation(meta["item_ids"], z["indptr"], z["neighbours"], z["scores"], config)
-
-
-def build(dataset: Dataset, config: CovisitationConfig | None = None) -> Covisitation:
-    cfg = config or CovisitationConfig()
-    item_ids = [str(i) for i in dataset.items["item_id"]]
-    n = len(item_ids)
-    inter = dataset.interactions
-    weight = interaction_weights(inter["type"].to_numpy(), inter["value"].to_numpy(), cfg.rating_max)
-    keep = weight > 0
-    item = pd.Categorical(inter["item_id"][keep], categories=item_ids).codes.astype(np.int64)
-    user = pd.factorize(inter["user_id"][keep])[0]
-    ts = inter["ts"][keep].astype("int64").to_numpy() / 1e9  # datetime64[ns, UTC] -> unix seconds
-    weight = weight[keep]
-    order = np.lexsort((ts, user))  # each user's interactions in time order
-    item, user, ts, weight = item[order], user[order], ts[order], weight[order]
-
-    src, dst, w = [], [], []
-    for lag in range(1, cfg.max_lag + 1):
-        a, b = slice(0, len(item) - lag), slice(lag, len(item))
-        ok = (user[a] == user[b]) & (ts[b] - ts[a] <= cfg.window_s) & (item[a] != item[b]) & (item[a] >= 0) \
-            & (item[b] >= 0)
-        if not ok.any():
-            break  # no user has this many interactions within the window
-        pair_w = weight[a][ok] * weight[b][ok]
-        src += [item[a][ok], item[b][ok]]
-        dst += [item[b][ok], item[a][ok]]
-        w += [pair_w, pair_w]
-    if not src:
-        return Covisitation(item_ids, np.zeros(n + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.float32), cfg)
-
-    keys, inverse = np.unique(np.concatenate(src) * n + np.concatenate(dst), return_inverse=True)
-    counts = np.bincount(inverse, weights=np.concatenate(w))
-    a, b = keys // n, keys % n
-    totals = np.bincount(a, weights=counts, minlength=n)
-    scores = counts / np.sqrt(totals[a] * totals[b])
-    ok = counts >= cfg.min_count
-    a, b, scores = a[ok], b[ok], scores[ok]
-
-    order = np.lexsort((-scores, a))  # by item, best first
-    a, b, scores = a[order], b[order], scores[order]
-    starts = np.searchsorted(a, np.arange(n))
-    rank = np.arange(len(a)) - starts[a]
-    top = rank < cfg.top_n
-    a, b, scores = a[top], b[top], scores[top]
-    indptr = np.zeros(n + 1, dtype=np.int64)
-    indptr[1:] = np.cumsum(np.bincount(a, minlength=n))
-    return Covisitation(item_ids, indptr, b.astype(np.int32), scores.astype(np.float32), cfg)

@@ -1,32 +1,21 @@
-"""The retrieval logic behind the Retrieval service: validate, run the sources, merge;
-load new versions; apply live changes.
-
-The served version is held in one attribute and replaced whole when a new version is
-published, so a request always sees one consistent version. Live changes (new items,
-status, interactions for trending) are polled from PostgreSQL (retrieval.live) and
-applied on the event loop's thread, between requests.
+"""Candidate generation over one served version: validate the request's sources, run them,
+merge. The retrieval service (retrieval/retriever.py) runs it behind its gRPC servicer,
+and training runs it to build the ranker's candidates (training/ranker_candidates.py),
+so the ranker learns on what retrieval sends.
 """
 
 from __future__ import annotations
 
-import asyncio
-import logging
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from core import candidates
-from core.artifacts import load_current
 from core.candidates import Candidate
 from core.errors import InvalidArgument, Unavailable
 from core.segments import parse_segment, segment_tokens
 from core.served import Served
 from core.trending import WINDOWS, Trending, TrendingConfig
-from retrieval.live import LiveSource
-from storage.records import ItemRecord
-
-log = logging.getLogger(__name__)
 
 SOURCES = ("two_tower", "popular", "similar_items", "also_bought", "content", "trending", "segment_popular")
 ITEM_ANCHORED = ("similar_items", "also_bought", "content")  # need RetrieveRequest.item_id or recent items
@@ -53,105 +42,23 @@ def default_mix(k: int, recent: list[str], attributes: dict[str, str]) -> list[S
     return [SourceSpec("popular", k)]
 
 
-class Retriever:
-    def __init__(self, artifacts_dir: Path, database_url: str = "", trending: TrendingConfig | None = None) -> None:
-        self.artifacts_dir = Path(artifacts_dir)
-        self.served: Served | None = None
-        self.trending = Trending(trending)
-        self.live = LiveSource(database_url) if database_url else None
-        self._scanned: list[ItemRecord] = []  # the first version's item scan, for trending's categories
+class Retrieval:
+    """The sources over a served version (None until one is loaded) and trending's in-memory state.
 
-    # ------------------------------------------------------------------ versions
+    `served` is replaced whole when a new version is loaded, so a request sees one version."""
 
-    def load(self) -> bool:
-        """Load the CURRENT version if it differs from the one served; True when swapped.
-
-        Runs off the event loop (a thread): the new version gets every item change from a fresh
-        scan of the items table before it replaces the old one, so nothing added live goes missing."""
-        current = self.artifacts_dir / "CURRENT"
-        if not current.exists():
-            return False
-        version = current.read_text().strip()
-        if self.served is not None and self.served.version == version:
-            return False
-        arts = load_current(self.artifacts_dir)
-        served = Served(arts, self.artifacts_dir / arts.version)
-        snapshot = None
-        if self.live is not None:
-            try:
-                snapshot = self.live.scan_items()
-                served.apply(snapshot.items)
-            except Exception as exc:  # PostgreSQL away: serve the version as built; the poller catches up
-                log.warning("could not read items for version %s: %s", arts.version, exc)
-        first = self.served is None
-        self.served = served  # one reference swap: in-flight requests keep the version they started with
-        if snapshot is not None and self.live is not None:
-            if first:  # the poller starts from this scan; its items' categories go to trending on its thread
-                self.live.items_since = snapshot.watermark
-                self._scanned = snapshot.items
-            else:  # changes applied to the old version while this one was built must reach it too
-                self.live.rewind(snapshot.watermark)
-        log.info("retrieval serving model version %s (%d items; sources: %s)", served.version, len(served.item_ids),
-                 ", ".join(self.available(served)))
-        return True
-
-    @staticmethod
-    def available(served: Served) -> list[str]:
-        missing = {"also_bought": served.covisitation, "content": served.content, "segment_popular": served.segments}
-        return [s for s in SOURCES if missing.get(s, True) is not None]
-
-    async def watch(self, interval_s: float = 2.0) -> None:
-        """Poll for a new published version and swap it in."""
-        while True:
-            await asyncio.sleep(interval_s)
-            try:
-                await asyncio.to_thread(self.load)
-            except Exception:  # a half-written or broken version must not stop serving the current one
-                log.exception("could not load new artifacts; still serving %s", self.version)
+    def __init__(self, served: Served | None = None, trending: TrendingConfig | Trending | None = None) -> None:
+        self.served = served
+        self.trending = trending if isinstance(trending, Trending) else Trending(trending)
 
     @property
     def version(self) -> str:
         return self.served.version if self.served else ""
 
-    # ------------------------------------------------------------------ live changes
-
-    async def follow(self, interval_s: float = 1.0) -> None:
-        """Poll PostgreSQL for item changes and new interactions, for as long as the service runs."""
-        if self.live is None:
-            return
-        while True:
-            try:
-                await self.sync_once()
-            except Exception as exc:  # keep serving what we have; reconnect next time
-                log.warning("live sync failed: %s", exc)
-                self.live.reset()
-            await asyncio.sleep(interval_s)
-
-    async def sync_once(self) -> None:
-        live = self.live
-        assert live is not None
-        if not live.primed:
-            events, counts = await asyncio.to_thread(live.prime)
-            self.trending.add_all_time(counts)
-            self.trending.add(events, all_time=False)
-        if self._scanned:
-            scanned, self._scanned = self._scanned, []
-            for it in scanned:
-                self.trending.set_categories(it.item_id, it.categories)
-        items = await asyncio.to_thread(live.changed_items)
-        self.apply_items(items)
-        events = await asyncio.to_thread(live.new_interactions)
-        if events:
-            self.trending.add(events)
-
-    def apply_items(self, items: list[ItemRecord]) -> None:
-        for it in items:
-            self.trending.set_categories(it.item_id, it.categories)
-        served = self.served
-        if served is not None and items:
-            served.apply(items)
-
-    # ------------------------------------------------------------------ requests
+    @staticmethod
+    def available(served: Served) -> list[str]:
+        missing = {"also_bought": served.covisitation, "content": served.content, "segment_popular": served.segments}
+        return [s for s in SOURCES if missing.get(s, True) is not None]
 
     def retrieve(
         self, recent_item_ids: list[str], attributes: dict[str, str], sources: list[SourceSpec],

@@ -17,10 +17,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # the orchestrator parses segments: keep pandas out of its imports
-    from training.dataset import Dataset
+from typing import Any
 
 FILE = "segments.json"
 KEYS = ("age", "gender", "occupation", "location", "zip")
@@ -112,36 +109,3 @@ def load(version_dir: Path) -> SegmentPopularity | None:
     body = json.loads(path.read_text())
     return SegmentPopularity({s: [(str(i), float(x)) for i, x in items] for s, items in body["segments"].items()},
                              SegmentConfig(**body["config"]))
-
-
-def build(dataset: Dataset, config: SegmentConfig | None = None) -> SegmentPopularity:
-    import numpy as np
-    import pandas as pd
-
-    from core.covisitation import interaction_weights
-
-    cfg = config or SegmentConfig()
-    users = pd.DataFrame({"user_id": dataset.users["user_id"],
-                          "segment": [segment_tokens(d) for d in dataset.users["demographics"]]})
-    users = users.explode("segment").dropna()
-    sizes = users["segment"].value_counts()
-    users = users[users["segment"].isin(sizes[sizes >= cfg.min_users].index)]
-
-    inter = dataset.interactions
-    weight = interaction_weights(inter["type"].to_numpy(), inter["value"].to_numpy())
-    events = pd.DataFrame({"user_id": inter["user_id"], "item_id": inter["item_id"], "w": weight})
-    events = events[events["w"] > 0]
-    overall = events.groupby("item_id")["w"].sum()
-    total = float(overall.sum())
-
-    per = events.merge(users, on="user_id").groupby(["segment", "item_id"], sort=False)["w"].sum().reset_index()
-    per = per[per["w"] >= cfg.min_count]
-    seg_total = per.groupby("segment")["w"].transform("sum").to_numpy()
-    lift = (per["w"].to_numpy() / seg_total) / (overall.reindex(per["item_id"]).to_numpy() / total)
-    per["score"] = per["w"].to_numpy() * np.sqrt(lift)
-    per = per.sort_values(["segment", "score", "item_id"], ascending=[True, False, True])
-    segments = {
-        s: [(str(i), float(x)) for i, x in zip(g["item_id"].head(cfg.top_n), g["score"].head(cfg.top_n), strict=True)]
-        for s, g in per.groupby("segment", sort=True)
-    }
-    return SegmentPopularity(segments, cfg)

@@ -36,7 +36,7 @@ def main(protocol: str, models: list[str] | None, out_dir: Path, dataset: str = 
         print(exc, file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("faiss.loader", "core.retrieve"):
+    for noisy in ("faiss.loader", "retrieval.retriever"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     data = load_dataset(dataset)
     command = (f"recsys evaluate --protocol {protocol} --models {','.join(f.name for f in families)} "

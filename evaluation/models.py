@@ -1,7 +1,7 @@
 """The project's own models in the harness: the two-tower alone, and the pipeline as served.
 
 Both train with training/train.py on the training split, publish artifacts with
-core/artifacts.py into a temporary folder, and score through what serving loads
+training/export.py into a temporary folder, and score through what serving loads
 from that folder, so the evaluated model is the exported one.
 
 The served pipeline is published as `recsys train` publishes it (the two-tower, the
@@ -25,7 +25,6 @@ import grpc
 import numpy as np
 
 from core import artifacts
-from core.retrieve import Retriever
 from evaluation import features
 from evaluation.protocol import Family
 from orchestrator.recommend import HISTORY_LIMIT, RECENT_FOR_MODEL
@@ -34,8 +33,10 @@ from ranking.item_features import ItemFeatureCache
 from ranking.ranker import RankerSlot
 from ranking.scorer import WeightedScorer
 from ranking.service import RankingServicer
+from retrieval.retriever import Retriever
 from retrieval.service import RetrievalServicer
 from training.dataset import Dataset
+from training.export import export
 from training.pipeline import publish
 from training.ranker import RankerConfig, timed_histories
 from training.train import TrainConfig, TrainedModel, train
@@ -96,7 +97,7 @@ class _Published:
         if served:
             return publish(trained, data, Path(self._tmp.name), train_config(seed, **self.overrides),
                            ranker_config=RankerConfig(seed=seed))
-        return artifacts.export(trained, data, Path(self._tmp.name))
+        return export(trained, data, Path(self._tmp.name))
 
 
 class TwoTowerModel(_Published):

@@ -11,7 +11,6 @@ thread.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,13 +20,12 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from core.ranker_features import COL, FEATURES, RankerSignals
+from core import artifacts
+from core.ranker_features import COL, RankerSignals
 from core.user_encoder import UserEncoder
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "ranker.lgb"
-META_FILE = "ranker.json"
 # Score parts sent back with each candidate: the model's score and the inputs that move it most.
 PART_FEATURES = ("two_tower", "ease", "covisitation", "content", "popularity")
 
@@ -118,19 +116,15 @@ def _distinct(ids: Sequence[str], limit: int) -> list[int]:
 def load(version_dir: Path) -> Ranker | None:
     """The version's ranker; None when the version was exported without one (the weighted scorer serves)."""
     version_dir = Path(version_dir)
-    if not (version_dir / MODEL_FILE).exists():
+    meta = artifacts.read_ranker_meta(version_dir)  # checks the version's format and the ranker's features
+    if meta is None:
         return None
-    meta = json.loads((version_dir / META_FILE).read_text())
-    if list(meta["features"]) != list(FEATURES):
-        raise ValueError(f"{version_dir / META_FILE}: the ranker was trained on features {meta['features']}, "
-                         f"this code computes {list(FEATURES)}; retrain with this code")
-    manifest = json.loads((version_dir / "manifest.json").read_text())
-    booster = lgb.Booster(model_file=str(version_dir / MODEL_FILE))  # predict() is told num_threads=1
+    vectors = artifacts.load_item_vectors(version_dir)
+    booster = lgb.Booster(model_file=str(version_dir / artifacts.RANKER_MODEL_FILE))  # predict(): num_threads=1
     return Ranker(
-        version=manifest["version"], booster=booster, signals=RankerSignals.load(version_dir),
-        user_encoder=UserEncoder.load(version_dir / "user_tower.pt"),
-        item_ids=json.loads((version_dir / "item_ids.json").read_text()),
-        item_embeddings=np.load(version_dir / "item_embeddings.npy"), max_history=int(meta["max_history"]),
+        version=vectors.version, booster=booster, signals=RankerSignals.load(version_dir),
+        user_encoder=vectors.user_encoder, item_ids=vectors.item_ids, item_embeddings=vectors.item_embeddings,
+        max_history=int(meta["max_history"]),
     )
 
 
@@ -151,10 +145,7 @@ class RankerSlot:
         """Load the CURRENT version's ranker if the version changed; True when swapped."""
         if self.artifacts_dir is None:
             return False
-        current = self.artifacts_dir / "CURRENT"
-        if not current.exists():
-            return False
-        version = current.read_text().strip()
+        version = artifacts.current_version(self.artifacts_dir)
         if not version or version == self.version:
             return False
         try:

@@ -10,10 +10,11 @@ import grpc
 from core.candidates import Candidate
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
-from core.retrieve import Retriever, SourceSpec
+from core.retrieve import SourceSpec
 from core.trending import TrendingConfig
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
+from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
 

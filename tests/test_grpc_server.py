@@ -33,8 +33,8 @@ def test_a_hot_swap_frees_the_old_version_although_startup_objects_are_frozen(
 ) -> None:
     """Frozen objects are never walked by the collector: an old version kept alive by a reference cycle
     would never be freed (at 10M items, 3 GB per swap). Reference counting must free it."""
-    from core.retrieve import Retriever
     from ranking.ranker import RankerSlot
+    from retrieval.retriever import Retriever
 
     version = (stack.artifacts_dir / "CURRENT").read_text().strip()
     for name in (version, f"{version}-next"):

@@ -28,9 +28,10 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from core.ranker_features import FEATURES, RankerSignals, SignalConfig, build_signals
+from core.ranker_features import FEATURES, RankerSignals, SignalConfig
 from training.dataset import Dataset
 from training.ranker_candidates import RetrievalCandidates
+from training.ranker_signals import build_signals
 from training.sources import SourceArtifacts, source_artifacts
 from training.splits import per_user_split
 from training.train import TrainConfig, TrainedModel, train

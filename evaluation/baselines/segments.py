@@ -12,6 +12,7 @@ import numpy as np
 from core import segments
 from evaluation.baselines.matrix import UserItems, item_counts
 from training.dataset import Dataset
+from training.sources import build_segments
 
 BACKOFF = 1e-3  # overall popularity, scaled to at most this: below any segment list's score
 
@@ -21,7 +22,7 @@ class SegmentPopular:
     params: dict[str, object] = {}
 
     def fit(self, train: Dataset, catalog: list[str], seed: int) -> None:
-        self.lists = segments.build(train)
+        self.lists = build_segments(train)
         self.column = {item_id: j for j, item_id in enumerate(catalog)}
         counts = item_counts(UserItems.build(train, catalog).X).astype(np.float32)
         self.base = counts / max(float(counts.max()), 1.0) * BACKOFF
