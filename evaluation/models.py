@@ -15,13 +15,11 @@ seen-exclusion), without sockets. Feature values come from the training split
 
 from __future__ import annotations
 
-import asyncio
 import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-import grpc
 import numpy as np
 
 from core import artifacts
@@ -30,11 +28,10 @@ from evaluation.protocol import Family
 from orchestrator.recommend import HISTORY_LIMIT, RECENT_FOR_MODEL
 from protos import recsys_pb2 as pb
 from ranking.item_features import ItemFeatureCache
+from ranking.rank import Ranking
 from ranking.ranker import RankerSlot
 from ranking.scorer import WeightedScorer
-from ranking.service import RankingServicer
 from retrieval.retriever import Retriever
-from retrieval.service import RetrievalServicer
 from training.dataset import Dataset
 from training.export import export
 from training.pipeline import publish
@@ -122,13 +119,6 @@ class TwoTowerModel(_Published):
         return out
 
 
-class _RaisingContext:
-    """Servicer context for in-process calls: an error the servicer would send as a status is raised."""
-
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        raise RuntimeError(f"{code.name}: {details}")
-
-
 class ServedPipeline(_Published):
     """Retrieval then ranking, as the orchestrator calls them; only candidates get a (rank-order) score."""
 
@@ -150,28 +140,27 @@ class ServedPipeline(_Published):
         learned.refresh()
         self.params["ranker"] = learned.ranker.model_version.split("-")[0] if learned.ranker else "weighted"
         online = features.OfflineUserFeatures(features.user_features(train))
-        self.retrieval = RetrievalServicer(retriever)
-        self.ranking = RankingServicer(online, items, WeightedScorer(), learned)  # type: ignore[arg-type]
+        self.retriever = retriever
+        self.ranking = Ranking(online, items, WeightedScorer(), learned)
 
     def score(self, user_ids: list[str]) -> np.ndarray:
-        return asyncio.run(self._score(user_ids))
-
-    async def _score(self, user_ids: list[str]) -> np.ndarray:
         out = np.full((len(user_ids), self.n_items), -np.inf, dtype=np.float32)
-        context = _RaisingContext()
         for r, user_id in enumerate(user_ids):
             history = self.history.get(user_id, [])
             user = pb.UserContext(user_id=user_id, recent_item_ids=history[:RECENT_FOR_MODEL],
                                   recent_timestamps=self.times.get(user_id, []),
                                   attributes=self.attributes.get(user_id, {}))
-            found = await self.retrieval.Retrieve(  # type: ignore[arg-type]
-                pb.RetrieveRequest(request_id=f"eval-{r}", user=user, k=self.n_candidates,
-                                   exclude_item_ids=sorted(history)), context)
-            if not found.candidates.item_ids:
+            # what RetrievalServicer.Retrieve asks: the default mix (no sources named), seen items excluded
+            found = self.retriever.retrieve(list(user.recent_item_ids), dict(user.attributes), [], set(history),
+                                            self.n_candidates)
+            if not found:
                 continue
-            ranked = await self.ranking.Rank(  # type: ignore[arg-type]
-                pb.RankRequest(request_id=f"eval-{r}", user=user, candidates=found.candidates), context)
-            item_ids = found.candidates.item_ids
+            candidates = pb.CandidateList(item_ids=[c.item_id for c in found], scores=[c.score for c in found],
+                                          sources=[c.source for c in found],
+                                          anchor_item_ids=[c.anchor_item_id for c in found])
+            ranked = self.ranking.rank(pb.RankRequest(request_id=f"eval-{r}", user=user, candidates=candidates,
+                                                      model_version=self.retriever.version))
+            item_ids = candidates.item_ids
             for position, index in enumerate(ranked.order):
                 col = self.catalog_col.get(item_ids[index])
                 if col is not None:

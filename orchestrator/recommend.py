@@ -228,7 +228,8 @@ class Recommender:
             st.candidates_out = len(found)
         with trace.stage("rank", len(found)) as st:
             if params.ranker:
-                ranked = await self._rank(request_id, user_ctx, found, req.context, remaining, trace, st)
+                ranked = await self._rank(request_id, user_ctx, found, req.context, remaining, trace, st,
+                                          model_version)
             else:
                 ranked, st.note = Ranked.merged(found), "skipped: ranker off for this variant"
             ranked.add_missing(_business_items(params, req), "promoted")
@@ -456,11 +457,12 @@ class Recommender:
 
     async def _rank(
         self, request_id: str, user: pb.UserContext, found: Merged, context: pb.Context,
-        remaining: Remaining, trace: Trace, st: pb.StageTrace,
+        remaining: Remaining, trace: Trace, st: pb.StageTrace, model_version: str = "",
     ) -> Ranked:
         if not found.item_ids:
             return Ranked.merged(found)
-        request = pb.RankRequest(request_id=request_id, user=user, context=context, candidates=found.to_pb())
+        request = pb.RankRequest(request_id=request_id, user=user, context=context, candidates=found.to_pb(),
+                                 model_version=model_version)  # the version retrieval answered with
         try:
             resp = await self.ranking.Rank(request, timeout=_timeout(self.settings.ranking_timeout_s, remaining))
         except grpc.aio.AioRpcError as exc:

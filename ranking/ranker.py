@@ -128,18 +128,57 @@ def load(version_dir: Path) -> Ranker | None:
     )
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded model version and its ranker (None: the version has none, the weighted scorer serves)."""
+
+    version: str
+    ranker: Ranker | None
+
+
 class RankerSlot:
-    """The learned ranker the service uses now; None means the weighted scorer serves.
+    """The learned rankers the service holds: the current version's and the previous one's.
+
+    Retrieval and ranking each poll CURRENT, so for a moment after a publish a request may
+    name the version retrieval answered with while ranking has already moved on (or not yet):
+    `for_version` gives that version's ranker while the slot still holds it, else the current one.
 
     With an artifacts folder it follows `CURRENT` the way retrieval does: a new version's
-    ranker is loaded off the request path and swapped in as one reference assignment, so a
-    request sees one version; a version that fails to load is logged and the old one kept.
+    ranker is loaded off the request path and swapped in with the one it replaces as one
+    reference assignment, so a request sees one version; a version that fails to load is
+    logged and the old ones kept.
     """
 
     def __init__(self, ranker: Ranker | None = None, artifacts_dir: Path | None = None) -> None:
-        self.ranker = ranker
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
-        self.version = ranker.version if ranker is not None else ""  # the version last loaded, ranker or not
+        first = Loaded(ranker.version, ranker) if ranker is not None else None
+        self._held: tuple[Loaded | None, Loaded | None] = (first, None)  # (current, previous), swapped whole
+        self.version = ranker.version if ranker is not None else ""  # the version last tried, loaded or not
+
+    @property
+    def ranker(self) -> Ranker | None:
+        """The current version's ranker."""
+        current = self._held[0]
+        return current.ranker if current is not None else None
+
+    @property
+    def versions(self) -> list[str]:
+        """The versions held, current first."""
+        return [h.version for h in self._held if h is not None]
+
+    def for_version(self, version: str) -> Ranker | None:
+        """The ranker of `version` when the slot holds it (current or previous), else the current one."""
+        current, previous = self._held
+        if version and previous is not None and previous.version == version and (
+                current is None or current.version != version):
+            return previous.ranker
+        return current.ranker if current is not None else None
+
+    def put(self, version: str, ranker: Ranker | None) -> None:
+        """Make `version` current; the version it replaces becomes the previous one."""
+        current = self._held[0]
+        self._held = (Loaded(version, ranker), current)
+        self.version = version
 
     def refresh(self) -> bool:
         """Load the CURRENT version's ranker if the version changed; True when swapped."""
@@ -150,12 +189,12 @@ class RankerSlot:
             return False
         try:
             ranker = load(self.artifacts_dir / version)
-        except Exception:  # keep the ranker we have; try again only when another version is published
+        except Exception:  # keep the rankers we have; try again only when another version is published
             self.version = version
             log.exception("could not load the ranker of version %s; still ranking with %s", version,
                           self.ranker.model_version if self.ranker else "the weighted scorer")
             return False
-        self.ranker, self.version = ranker, version
+        self.put(version, ranker)
         if ranker is None:
             log.info("version %s has no learned ranker: the weighted scorer serves", version)
         else:
