@@ -6,11 +6,11 @@ from that folder, so the evaluated model is the exported one.
 
 The served pipeline is published as `recsys train` publishes it (the two-tower, the
 learned ranker and the other sources' artifacts: training/pipeline.py's parts) and runs
-the serving code in process: the Retrieval and Ranking servicers (retrieval/service.py,
-ranking/service.py, the ranker loaded from the version folder as the service loads it)
-with the orchestrator's request (its history window and times, candidate count and
-seen-exclusion), without sockets. Feature values come from the training split
-(evaluation/features.py).
+the serving code in process: what the Retrieval and Ranking servicers call
+(retrieval.retriever.Retriever.retrieve, ranking.rank.Ranking.rank, the ranker loaded from
+the version folder as the service loads it) with the orchestrator's request (its history
+window and times, candidate count and seen-exclusion), without sockets. Feature values
+come from the training split (evaluation/features.py).
 """
 
 from __future__ import annotations
