@@ -14,9 +14,9 @@ import time
 
 import psycopg
 
+from core.config import Settings
 from feature_store.schema import ITEM_TABLE, USER_TABLE
 from feature_store.store import OnlineFeatures
-from recsys.config import Settings
 
 
 def _ms(samples: list[float], q: float) -> float:

@@ -4,9 +4,9 @@ It reads the interactions stream through a consumer group (at-least-once: entrie
 acknowledged only after their effects are written), recomputes the touched users'
 features from PostgreSQL, the durable record, and pushes them through the Feast push
 source, so a replayed entry writes the same features again: processing is idempotent
-per interaction by construction. It also deletes the user's cached recommendations on
-strong events (the API already does so when it acknowledges them; this covers a Redis
-hiccup at that moment).
+per interaction by construction. Once a user's features are pushed it bumps the user's
+cache generation (storage/cache.py): the next answer is ranked with the new features, and
+an interaction whose bump at acknowledgement was lost (a Redis hiccup) still shows.
 
 Entries left pending by a crashed consumer are claimed again after `claim_idle_ms`.
 Interactions whose stream entry was never written (Redis down when they were logged)
@@ -24,11 +24,11 @@ import pandas as pd
 import psycopg
 import redis
 
+from core.config import Settings
 from feature_store.store import feature_store
 from feature_store.tables import user_feature_rows
-from recsys.config import Settings
-from storage.cache import user_key
-from storage.streams import GROUP, STREAM, Event, StrongEvents
+from storage import cache
+from storage.streams import GROUP, STREAM, Event
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ PUSH_SOURCE = "user_features_push"
 class PushWorker:
     def __init__(
         self, settings: Settings, consumer: str = "worker-1", batch: int = 500, block_ms: int = 500,
-        claim_idle_ms: int = 30_000, sweep_every_s: float = 60.0, strong: StrongEvents | None = None,
+        claim_idle_ms: int = 30_000, sweep_every_s: float = 60.0,
     ) -> None:
         self.settings = settings
         self.consumer = consumer
@@ -46,7 +46,6 @@ class PushWorker:
         self.block_ms = block_ms
         self.claim_idle_ms = claim_idle_ms
         self.sweep_every_s = sweep_every_s
-        self.strong = strong or StrongEvents.parse(settings.strong_events)
         self.redis = redis.Redis.from_url(settings.redis_url)
         self.store = feature_store(settings)
         self.conn = psycopg.connect(settings.database_url, autocommit=True)
@@ -98,9 +97,7 @@ class PushWorker:
     def handle(self, entries: list[tuple[bytes, dict[bytes, bytes]]]) -> None:
         events = [Event.from_fields(fields) for _, fields in entries]
         self.push_users(sorted({e.user_id for e in events}))
-        strong_users = {e.user_id for e in events if e in self.strong}
-        if strong_users:
-            self.redis.delete(*(user_key(u) for u in strong_users))
+        cache.bump_sync(self.redis, {e.user_id for e in events}, self.settings.cache_ttl_s)
         self.redis.xack(STREAM, GROUP, *(eid for eid, _ in entries))  # only now: at-least-once
         self.processed += len(entries)
 

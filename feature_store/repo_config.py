@@ -9,7 +9,7 @@ from urllib.parse import unquote, urlsplit
 
 from psycopg.conninfo import conninfo_to_dict
 
-from recsys.config import Settings
+from core.config import Settings
 
 if TYPE_CHECKING:
     from feast import RepoConfig

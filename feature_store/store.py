@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING
 
 import redis
 
+from core.config import Settings
 from feature_store.repo_config import repo_config
 from feature_store.schema import ITEM_DEFAULTS, USER_DEFAULTS, VERSION_KEY
 from feature_store.tables import build_feature_tables
-from recsys.config import Settings
 
 if TYPE_CHECKING:
     import feast

@@ -7,9 +7,9 @@ import asyncio
 import logging
 import threading
 
+from core.config import Settings
+from core.grpc_server import serve
 from feature_store.push_worker import PushWorker
-from recsys.config import Settings
-from recsys.grpc_server import serve
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import grpc
 
+from core.config import ROOT, Settings
 from loadtest.stack import require_serving
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import ROOT, Settings
 
 N_USERS = 943  # MovieLens-100K
 HIT_USER = "1"

@@ -21,11 +21,11 @@ from pathlib import Path
 
 import grpc
 
+from core.config import ROOT, Settings
 from feature_store.store import OnlineFeatures
 from loadtest.stack import require_serving
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import ROOT, Settings
 from recsys.embedded import ensure_servers
 
 POLL_S = 0.005

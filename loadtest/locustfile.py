@@ -8,7 +8,7 @@ The target is RECSYS_ORCHESTRATOR_ADDR (default 127.0.0.1:50051), or --host.
 
 This module runs inside the Locust process, which must never import feast (feast
 imported before locust recurses forever in one process): only grpc, the generated
-stubs and recsys.config are imported here.
+stubs and core.config are imported here.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from locust import User, between, task
 from locust.env import Environment
 from locust.exception import LocustError
 
+from core.config import Settings
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
 
 # Locust runs on gevent: gRPC's C core must yield to gevent's loop instead of blocking
 # the whole process in a call. Must run before any channel exists.

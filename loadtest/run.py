@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.config import ROOT, Settings
 from loadtest.stack import require_serving
-from recsys.config import ROOT, Settings
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 CSV_PREFIX = ROOT / "reports" / "loadtest-latest"

@@ -3,7 +3,7 @@
     .venv/bin/python -m loadtest.scale_bench [--parts index,movielens,rpc] [--sizes 1000000,10000000]
 
 - index: per size, synthetic item vectors and user query vectors (training.synthetic), the
-  exact top 100 of each query (brute force), then training.index.build_index's choice for
+  exact top 100 of each query (brute force), then core.index.build_index's choice for
   that size: build seconds, index memory, recall@100 against exact, and single-query
   latency (k=100, one thread, wall clock).
 - movielens: are the synthetic vectors as hard as real ones? The two-tower model trained on
@@ -40,10 +40,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import faiss  # noqa: E402
 import numpy as np  # noqa: E402
 
+from core.config import ROOT, Settings  # noqa: E402
+from core.index import IndexSpec, apply_params, build_index, pq_m_for, read_index, write_index  # noqa: E402
 from loadtest.bench import machine, percentile  # noqa: E402
-from recsys.config import ROOT, Settings  # noqa: E402
 from training import synthetic  # noqa: E402
-from training.index import IndexSpec, apply_params, build_index, pq_m_for, read_index, write_index  # noqa: E402
 
 K = 100
 WARMUP = 50
@@ -210,8 +210,8 @@ def hardness(name: str, items: np.ndarray, queries: np.ndarray) -> HardnessRow:
 
 def movielens_vectors(data_dir: Path) -> tuple[np.ndarray, np.ndarray]:
     """(item vectors, one user-tower vector per user from their latest 50 items) of a model trained here."""
+    from core.artifacts import load_current
     from training import movielens
-    from training.artifacts import load_current
     from training.pipeline import train_and_export
 
     dataset = movielens.load(movielens.fetch(data_dir))
@@ -262,11 +262,11 @@ def write_version(artifacts_dir: Path, vectors: np.ndarray, index: faiss.Index, 
     """
     import torch
 
-    from training.artifacts import FORMAT_VERSION
-    from training.item_encoder import ItemEncoder
-    from training.two_tower import ItemTower, ModelConfig, UserTower
-    from training.user_encoder import UserEncoder
-    from training.vocab import Vocab
+    from core.artifacts import FORMAT_VERSION
+    from core.item_encoder import ItemEncoder
+    from core.two_tower import ItemTower, ModelConfig, UserTower
+    from core.user_encoder import UserEncoder
+    from core.vocab import Vocab
 
     n, dim = vectors.shape
     item_ids = [f"i{i}" for i in range(n)]
@@ -307,7 +307,7 @@ def write_version(artifacts_dir: Path, vectors: np.ndarray, index: faiss.Index, 
 
 def _check_user_tower(folder: Path, vectors: np.ndarray, history: list[int]) -> float:
     """Cosine between the served user vector and the normalized recency-weighted mean it should be."""
-    from training.user_encoder import UserEncoder
+    from core.user_encoder import UserEncoder
 
     encoder = UserEncoder.load(folder / "user_tower.pt")
     got = encoder.encode([f"i{i}" for i in history], {})
@@ -321,10 +321,10 @@ def bench_rpc(n: int, calls: int, seed: int, admin_url: str, redis_url: str, por
     import psycopg
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+    from core.config import Settings
     from protos import recsys_pb2 as pb
     from protos import recsys_pb2_grpc as pb_grpc
     from recsys import processes
-    from recsys.config import Settings
     from storage.db import migrate
 
     items, labels = synthetic.item_vectors(n, seed=seed)
@@ -386,7 +386,7 @@ def bench_rpc(n: int, calls: int, seed: int, admin_url: str, redis_url: str, por
 
 def _in_process(artifacts_dir: Path, requests: list[list[str]], calls: int) -> list[RpcRow]:
     """The same user tower and index as the service, called directly: the cost without gRPC."""
-    from training.artifacts import load_current
+    from core.artifacts import load_current
 
     arts = load_current(artifacts_dir)
 
@@ -464,7 +464,7 @@ def _fill_server_urls(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    from recsys.threads import limit_threads
+    from core.threads import limit_threads
 
     limit_threads()
     parts = {s.strip() for s in args.parts.split(",") if s.strip()}

@@ -7,10 +7,10 @@ from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
+from core.errors import InvalidArgument
 from orchestrator.preferences import check_preferences
 from orchestrator.validation import check_finite, check_id
 from protos import recsys_pb2 as pb
-from recsys.errors import InvalidArgument
 from storage.records import ItemRecord, UserRecord
 
 _STATUS_TO_DB = {pb.ITEM_STATUS_UNSPECIFIED: "active", pb.ACTIVE: "active",

@@ -25,7 +25,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any
 
-from recsys.errors import InvalidArgument
+from core.errors import InvalidArgument
 
 _SCALE = float(1 << 64)
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from recsys.errors import InvalidArgument
+from core.errors import InvalidArgument
 from storage.records import ItemRecord
 
 Predicate = Callable[[ItemRecord, Set[str]], bool]

@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from core.errors import InvalidArgument
 from orchestrator.convert import INTERACTION_TYPES, from_timestamp
 from orchestrator.validation import check_batch, check_finite, check_id
 from protos import recsys_pb2 as pb
-from recsys.errors import InvalidArgument
 from storage import cache, streams
 from storage.interactions import insert_interactions
 from storage.items import existing_item_ids

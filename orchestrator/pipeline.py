@@ -21,7 +21,7 @@ into one stats sink, which the serving counters export.
 Sources run concurrently. A source marked `fill` runs after the others, only when they
 found fewer than the query's fill target; a source marked `fallback` runs only when every
 other source failed or none was enabled. Candidates of all sources merge by the interleave
-rule (retrieval.interleave): sources alternate by weight / (1 + rank), an item placed where
+rule (core.interleave): sources alternate by weight / (1 + rank), an item placed where
 it ranks best and credited to the first source (in pipeline order) that found it.
 
 Pure Python over the query and its candidates: tests build pipelines from fake components.
@@ -36,8 +36,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from recsys.errors import InvalidArgument, NotFound
-from retrieval.interleave import interleave
+from core.errors import InvalidArgument, NotFound
+from core.interleave import interleave
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from recsys.errors import InvalidArgument
+from core.errors import InvalidArgument
 
 PREFERRED_CATEGORIES = "preferred_categories"
 MAX_PREFERRED_CATEGORIES = 10  # each one is a Retrieve call per cold-start request

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from core.config import Settings
 from orchestrator.catalog import Catalog
 from orchestrator.exposures import ExposureLog
 from orchestrator.filter_expr import Filter as Expression
@@ -22,7 +23,6 @@ from orchestrator.pipeline import Trace
 from orchestrator.stats import Stats
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
 from storage.interactions import HistoryEntry
 from storage.records import UserRecord
 

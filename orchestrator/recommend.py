@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from core.config import Settings
+from core.errors import NotFound
 from orchestrator.cache import ModelVersion, RecommendationCache
 from orchestrator.catalog import Catalog
 from orchestrator.config import OrchestratorConfig
@@ -30,8 +32,6 @@ from orchestrator.stats import Stats
 from orchestrator.validation import recommend_query, similar_query, trending_query
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
-from recsys.errors import NotFound
 
 __all__ = ["HISTORY_LIMIT", "RECENT_FOR_MODEL", "Recommender"]
 

@@ -8,6 +8,9 @@ import logging
 import grpc
 from redis.asyncio import Redis
 
+from core.config import Settings
+from core.errors import InvalidArgument, NotFound
+from core.grpc_server import handles_errors, serve
 from orchestrator import config
 from orchestrator.catalog import Catalog
 from orchestrator.convert import item_from_pb, item_to_pb, user_from_pb, user_to_pb
@@ -18,9 +21,6 @@ from orchestrator.stats import Stats
 from orchestrator.validation import check_batch, check_id
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
-from recsys.errors import InvalidArgument, NotFound
-from recsys.grpc_server import handles_errors, serve
 from storage.db import async_pool
 from storage.items import get_item, upsert_items
 from storage.users import get_user, upsert_user

@@ -28,10 +28,10 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, fields
 from typing import Any
 
-# retrieval/retriever.py SOURCES less similar_items, which needs an anchor item that Recommend does not have
-RETRIEVAL_SOURCES = ("two_tower", "popular", "also_bought", "content", "trending", "segment_popular")
-WINDOWS = ("1h", "24h", "7d")
-MAX_K = 1000
+from core.sources import HISTORY_MIX, KINDS, MAX_K, USER_SOURCES, SourceError, check
+
+# Source k's are for a request of up to 50 items, which asks for 200 candidates; bigger ones scale them.
+BASE_BUDGET = 200
 # Source k's are for a request of up to 50 items, which asks for 200 candidates; bigger ones scale them.
 BASE_BUDGET = 200
 
@@ -87,19 +87,22 @@ class CandidateSource:
         return self.source or self.name
 
 
-# For a user with history these are the retrieval service's default mix (retrieval.retriever.default_mix: the
-# same sources, k's, order and equal-weight interleave), which the learned ranker is trained on and the offline
-# evaluation serves (tests/test_orchestration_pipeline.py checks the two agree): change them together.
+# For a user with history these are the retrieval service's default mix (core/sources.py HISTORY_MIX: the same
+# sources, k's, order and equal-weight interleave), which the learned ranker is trained on and the offline
+# evaluation serves; the mix is defined once there. Trending also runs for a user with demographics only.
+_MIX = {e.name: CandidateSource(e.name, e.k(BASE_BUDGET), window=e.window, gate="history") for e in HISTORY_MIX}
 DEFAULT_SOURCES: tuple[CandidateSource, ...] = (
-    CandidateSource("two_tower", 200, gate="history"),
-    CandidateSource("also_bought", 50, gate="history"),
-    CandidateSource("content", 20, gate="history"),
+    _MIX["two_tower"],
+    _MIX["also_bought"],
+    _MIX["content"],
     CandidateSource("segment_popular", 200, gate="cold_demographics"),
     CandidateSource("preferred_categories", 100, source="trending", window="7d", gate="cold_preferences",
                     preferred_categories=True),
-    CandidateSource("trending", 10, gate="profile", window="7d", optional=True),
+    CandidateSource(_MIX["trending"].name, _MIX["trending"].k, window=_MIX["trending"].window, gate="profile",
+                    optional=True),
     CandidateSource("popular", 200, gate="always", optional=True, fill=True),
 )
+assert [s.name for s in DEFAULT_SOURCES if s.gate in ("history", "profile")] == [e.name for e in HISTORY_MIX]
 
 
 def parse_sources(raw: Any, where: str, local: Collection[str] = ()) -> tuple[CandidateSource, ...]:
@@ -139,28 +142,30 @@ def parse_sources(raw: Any, where: str, local: Collection[str] = ()) -> tuple[Ca
 def _checked(s: CandidateSource, at: str, local: Collection[str] = ()) -> CandidateSource:
     if not s.name:
         raise ValueError(f"{at}.name: must not be empty")
-    if s.retrieval_source not in RETRIEVAL_SOURCES and s.retrieval_source not in local:
-        known = ", ".join([*RETRIEVAL_SOURCES, *local])
-        raise ValueError(f"{at}.source: unknown source {s.retrieval_source!r}; "
+    source = s.retrieval_source
+    if source not in USER_SOURCES and source not in local:
+        known = ", ".join([*USER_SOURCES, *local])
+        why = " (it needs an anchor item: SimilarItems)" if source in KINDS else ""
+        raise ValueError(f"{at}.source: unknown source {source!r}{why}; "
                          f"known: {known} (name it in `source` if `name` is a label)")
     if not (math.isfinite(s.quota) and 0 <= s.quota <= 1):
         raise ValueError(f"{at}.quota: must be a share of the slots from 0 to 1, got {s.quota}")
-    if not 1 <= s.k <= MAX_K:
-        raise ValueError(f"{at}.k: must be between 1 and {MAX_K}, got {s.k}")
     if not (math.isfinite(s.weight) and s.weight > 0):
         raise ValueError(f"{at}.weight: must be a positive number, got {s.weight}")
     if s.gate not in GATES:
         raise ValueError(f"{at}.gate: unknown gate {s.gate!r}; known: {', '.join(GATES)}")
     if not (math.isfinite(s.timeout_ms) and s.timeout_ms >= 0):
         raise ValueError(f"{at}.timeout_ms: must be 0 (the default) or a positive number, got {s.timeout_ms}")
-    trending_only = {"window": s.window, "category": s.category, "preferred_categories": s.preferred_categories}
-    for key, value in trending_only.items():
-        if value and s.retrieval_source != "trending":
-            raise ValueError(f"{at}.{key}: only the trending source takes it")
-    if s.window and s.window not in WINDOWS:
-        raise ValueError(f"{at}.window: must be one of {', '.join(WINDOWS)} or empty, got {s.window!r}")
+    if s.preferred_categories and source != "trending":
+        raise ValueError(f"{at}.preferred_categories: only the trending source takes it")
     if s.category and s.preferred_categories:
         raise ValueError(f"{at}.category: not with preferred_categories (the user's categories are used)")
-    if s.segment and s.retrieval_source not in ("trending", "segment_popular"):
-        raise ValueError(f"{at}.segment: only the trending and segment_popular sources take it")
+    if source in local:  # the orchestrator's own source: what the registry's rules say about k
+        if not 1 <= s.k <= MAX_K:
+            raise ValueError(f"{at}.k: must be between 1 and {MAX_K}, got {s.k}")
+        return s
+    try:  # a retrieval source: the registry's rules (core/sources.py), as the retrieval service applies them
+        check(source, s.k, s.window, s.category, s.segment, has_item=False)
+    except SourceError as exc:
+        raise ValueError(f"{at}.{exc.key}: {exc.rule}") from None
     return s

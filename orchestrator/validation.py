@@ -10,14 +10,14 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from core.errors import InvalidArgument
+from core.segments import parse_segment
 from orchestrator import filter_expr
 from orchestrator.config import OrchestratorConfig, PipelineParams
 from orchestrator.pipeline import Trace
 from orchestrator.query import RECOMMEND, SIMILAR_ITEMS, TRENDING, RequestQuery
 from protos import recsys_pb2 as pb
-from recsys.errors import InvalidArgument
 from storage.records import MAX_ID_LEN
-from training.segments import parse_segment
 
 MAX_K = 500
 DEFAULT_K = 10

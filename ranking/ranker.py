@@ -1,4 +1,4 @@
-"""The learned ranker as served: LightGBM trees over training/ranker_features.py.
+"""The learned ranker as served: LightGBM trees over core/ranker_features.py.
 
 One object per model version, loaded from the version folder training exported
 (ranker.lgb, ranker.json, ranker_signals.*, with the version's user tower and item
@@ -11,7 +11,6 @@ thread.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -21,13 +20,12 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
-from training.ranker_features import COL, FEATURES, RankerSignals
-from training.user_encoder import UserEncoder
+from core import artifacts
+from core.ranker_features import COL, RankerSignals
+from core.user_encoder import UserEncoder
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "ranker.lgb"
-META_FILE = "ranker.json"
 # Score parts sent back with each candidate: the model's score and the inputs that move it most.
 PART_FEATURES = ("two_tower", "ease", "covisitation", "content", "popularity")
 
@@ -118,53 +116,85 @@ def _distinct(ids: Sequence[str], limit: int) -> list[int]:
 def load(version_dir: Path) -> Ranker | None:
     """The version's ranker; None when the version was exported without one (the weighted scorer serves)."""
     version_dir = Path(version_dir)
-    if not (version_dir / MODEL_FILE).exists():
+    meta = artifacts.read_ranker_meta(version_dir)  # checks the version's format and the ranker's features
+    if meta is None:
         return None
-    meta = json.loads((version_dir / META_FILE).read_text())
-    if list(meta["features"]) != list(FEATURES):
-        raise ValueError(f"{version_dir / META_FILE}: the ranker was trained on features {meta['features']}, "
-                         f"this code computes {list(FEATURES)}; retrain with this code")
-    manifest = json.loads((version_dir / "manifest.json").read_text())
-    booster = lgb.Booster(model_file=str(version_dir / MODEL_FILE))  # predict() is told num_threads=1
+    vectors = artifacts.load_item_vectors(version_dir)
+    booster = lgb.Booster(model_file=str(version_dir / artifacts.RANKER_MODEL_FILE))  # predict(): num_threads=1
     return Ranker(
-        version=manifest["version"], booster=booster, signals=RankerSignals.load(version_dir),
-        user_encoder=UserEncoder.load(version_dir / "user_tower.pt"),
-        item_ids=json.loads((version_dir / "item_ids.json").read_text()),
-        item_embeddings=np.load(version_dir / "item_embeddings.npy"), max_history=int(meta["max_history"]),
+        version=vectors.version, booster=booster, signals=RankerSignals.load(version_dir),
+        user_encoder=vectors.user_encoder, item_ids=vectors.item_ids, item_embeddings=vectors.item_embeddings,
+        max_history=int(meta["max_history"]),
     )
 
 
+@dataclass(frozen=True)
+class Loaded:
+    """A loaded model version and its ranker (None: the version has none, the weighted scorer serves)."""
+
+    version: str
+    ranker: Ranker | None
+
+
 class RankerSlot:
-    """The learned ranker the service uses now; None means the weighted scorer serves.
+    """The learned rankers the service holds: the current version's and the previous one's.
+
+    Retrieval and ranking each poll CURRENT, so for a moment after a publish a request may
+    name the version retrieval answered with while ranking has already moved on (or not yet):
+    `for_version` gives that version's ranker while the slot still holds it, else the current one.
 
     With an artifacts folder it follows `CURRENT` the way retrieval does: a new version's
-    ranker is loaded off the request path and swapped in as one reference assignment, so a
-    request sees one version; a version that fails to load is logged and the old one kept.
+    ranker is loaded off the request path and swapped in with the one it replaces as one
+    reference assignment, so a request sees one version; a version that fails to load is
+    logged and the old ones kept.
     """
 
     def __init__(self, ranker: Ranker | None = None, artifacts_dir: Path | None = None) -> None:
-        self.ranker = ranker
         self.artifacts_dir = Path(artifacts_dir) if artifacts_dir is not None else None
-        self.version = ranker.version if ranker is not None else ""  # the version last loaded, ranker or not
+        first = Loaded(ranker.version, ranker) if ranker is not None else None
+        self._held: tuple[Loaded | None, Loaded | None] = (first, None)  # (current, previous), swapped whole
+        self.version = ranker.version if ranker is not None else ""  # the version last tried, loaded or not
+
+    @property
+    def ranker(self) -> Ranker | None:
+        """The current version's ranker."""
+        current = self._held[0]
+        return current.ranker if current is not None else None
+
+    @property
+    def versions(self) -> list[str]:
+        """The versions held, current first."""
+        return [h.version for h in self._held if h is not None]
+
+    def for_version(self, version: str) -> Ranker | None:
+        """The ranker of `version` when the slot holds it (current or previous), else the current one."""
+        current, previous = self._held
+        if version and previous is not None and previous.version == version and (
+                current is None or current.version != version):
+            return previous.ranker
+        return current.ranker if current is not None else None
+
+    def put(self, version: str, ranker: Ranker | None) -> None:
+        """Make `version` current; the version it replaces becomes the previous one."""
+        current = self._held[0]
+        self._held = (Loaded(version, ranker), current)
+        self.version = version
 
     def refresh(self) -> bool:
         """Load the CURRENT version's ranker if the version changed; True when swapped."""
         if self.artifacts_dir is None:
             return False
-        current = self.artifacts_dir / "CURRENT"
-        if not current.exists():
-            return False
-        version = current.read_text().strip()
+        version = artifacts.current_version(self.artifacts_dir)
         if not version or version == self.version:
             return False
         try:
             ranker = load(self.artifacts_dir / version)
-        except Exception:  # keep the ranker we have; try again only when another version is published
+        except Exception:  # keep the rankers we have; try again only when another version is published
             self.version = version
             log.exception("could not load the ranker of version %s; still ranking with %s", version,
                           self.ranker.model_version if self.ranker else "the weighted scorer")
             return False
-        self.ranker, self.version = ranker, version
+        self.put(version, ranker)
         if ranker is None:
             log.info("version %s has no learned ranker: the weighted scorer serves", version)
         else:

@@ -1,93 +1,32 @@
-"""The Ranking gRPC service: user features from Feast (one online read per request),
-item features and the ranking model in process memory.
-
-The learned ranker of the CURRENT model version (ranking/ranker.py) scores the
-candidates; when the version has none, or it fails on a request, the weighted scorer
-does (ranking/scorer.py), so ranking keeps answering. A user with no history at all
-keeps the caller's order (the segments' popularity leads it): the ranker learned from
-users with history, and for newcomers it ranked worse than that order (docs/quality.md,
-cold-users protocol).
+"""The Ranking gRPC service: a thin translation to ranking.rank.Ranking, with the user's
+features from Feast (one online read per request) and item features and the ranking model in
+process memory, each refreshed in the background.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 
 import grpc
-import numpy as np
 
+from core.config import Settings
+from core.grpc_server import handles_errors, serve
 from feature_store.store import OnlineFeatures
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from ranking.item_features import ItemFeatureCache
+from ranking.rank import Ranking
 from ranking.ranker import RankerSlot
-from ranking.scorer import WeightedScorer, category_profile
-from recsys.config import Settings
-from recsys.errors import InvalidArgument
-from recsys.grpc_server import handles_errors, serve
-from retrieval.interleave import order_scores
-
-log = logging.getLogger(__name__)
-
-MAX_CANDIDATES = 2000
-RECENT_LIMIT = 50  # recent items read from the request and Feast together
-NEWCOMER_ORDER = "retrieval-order"  # model_version of an answer for a user with no history: the caller's order
+from ranking.scorer import WeightedScorer
 
 
 class RankingServicer(pb_grpc.RankingServicer):
-    def __init__(self, online: OnlineFeatures, items: ItemFeatureCache, scorer: WeightedScorer,
-                 learned: RankerSlot | None = None) -> None:
-        self.online = online
-        self.items = items
-        self.scorer = scorer
-        self.learned = learned or RankerSlot()
+    def __init__(self, ranking: Ranking) -> None:
+        self.ranking = ranking
 
     @handles_errors
     async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
-        cands = request.candidates
-        item_ids = list(cands.item_ids)
-        n = len(item_ids)
-        if not 1 <= n <= MAX_CANDIDATES:
-            raise InvalidArgument("candidates", f"must hold 1 to {MAX_CANDIDATES} candidates, got {n}")
-        if (got := len(cands.scores)) != n:
-            raise InvalidArgument("candidates.scores", f"must have one score per item id ({n}), got {got}")
-        recent = list(request.user.recent_item_ids)[:RECENT_LIMIT]
-        times = list(request.user.recent_timestamps)[:RECENT_LIMIT]
-        if len(times) != len(recent):
-            times = []
-        if not recent and request.user.user_id:
-            # A caller without the history (the orchestrator sends it from PostgreSQL, fresher than any
-            # materialized copy): the user's recent items from Feast, without times.
-            recent = list(self.online.user_features(request.user.user_id).get("recent_item_ids") or [])[:RECENT_LIMIT]
-        if not recent:  # scored as the orchestrator scores an unranked order (its selection sorts by score);
-            # the sources' own scores, which do not compare across sources, stay as the "retrieval" part
-            return pb.RankResponse(order=list(range(n)), scores=order_scores(n),
-                                   score_part_names=["retrieval"], score_parts=list(cands.scores),
-                                   model_version=NEWCOMER_ORDER)
-        ranker = self.learned.ranker  # one version for the whole request
-        if ranker is not None:
-            try:
-                sources = list(cands.sources) if len(cands.sources) == n else None
-                ranked = ranker.rank(request.user.user_id, recent, item_ids, list(cands.scores), sources,
-                                     dict(request.user.attributes), recent_timestamps=times or None)
-                order = np.argsort(-ranked.scores, kind="stable")
-                return pb.RankResponse(
-                    order=order.tolist(), scores=ranked.scores[order].tolist(), score_part_names=ranked.part_names,
-                    score_parts=ranked.parts[order].ravel().tolist(), model_version=ranker.model_version,
-                )
-            except Exception:  # the weighted scorer still gives a sound order
-                log.exception("learned ranker %s failed; weighted scorer instead", ranker.model_version)
-        profile = category_profile(recent, self.items.features)
-        feats = [self.items.get(i) for i in item_ids]
-        scored = self.scorer.score(list(cands.scores), feats, profile, self.items.max_popularity)
-        return pb.RankResponse(
-            order=[s.index for s in scored],
-            scores=[s.score for s in scored],
-            score_part_names=list(scored[0].parts),
-            score_parts=[v for s in scored for v in s.parts.values()],
-            model_version=self.scorer.version,
-        )
+        return self.ranking.rank(request)
 
 
 async def run(settings: Settings) -> None:
@@ -98,8 +37,10 @@ async def run(settings: Settings) -> None:
     await asyncio.to_thread(learned.refresh)  # a ranker that fails to load is logged; the weighted scorer serves
     watchers = [asyncio.create_task(items.watch()), asyncio.create_task(learned.watch())]
 
+    ranking = Ranking(online, items, WeightedScorer(), learned)
+
     def register(server: grpc.aio.Server) -> None:
-        pb_grpc.add_RankingServicer_to_server(RankingServicer(online, items, WeightedScorer(), learned), server)
+        pb_grpc.add_RankingServicer_to_server(RankingServicer(ranking), server)
 
     try:
         await serve(settings.ranking_addr, ["Ranking"], register)

@@ -17,7 +17,7 @@ from typing import Annotated
 
 import typer
 
-from recsys.config import Settings
+from core.config import Settings
 
 app = typer.Typer(help="A gRPC recommendation serving system.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Fetch datasets and load them into PostgreSQL.", no_args_is_help=True)
@@ -140,7 +140,7 @@ def evaluate(
     out: Annotated[Path, typer.Option(help="Folder for the JSON, markdown and PNG")] = Path("reports/quality"),
 ) -> None:
     """Offline quality: run a protocol over named models, print the table, write reports."""
-    from training.evaluation.cli import main as evaluate_main
+    from evaluation.cli import main as evaluate_main
 
     raise typer.Exit(evaluate_main(protocol, [m for m in models.split(",") if m] or None, out, dataset))
 
@@ -252,7 +252,7 @@ def serve(
     # Loading makes hundreds of thousands of objects that live as long as the process; collecting while
     # it runs only walks them again and again. The server collects once and freezes them before serving.
     gc.disable()
-    from recsys.threads import limit_threads
+    from core.threads import limit_threads
 
     limit_threads()
     if service == "retrieval":

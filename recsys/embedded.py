@@ -41,7 +41,7 @@ from pathlib import Path
 import psycopg
 import redis
 
-from recsys.config import Settings
+from core.config import Settings
 
 log = logging.getLogger(__name__)
 

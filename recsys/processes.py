@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from recsys.config import ROOT, Settings
+from core.config import ROOT, Settings
 
 # Start order matters: the orchestrator calls retrieval and ranking.
 SERVICES = ("retrieval", "ranking", "orchestrator", "worker")

@@ -21,10 +21,10 @@ import numpy as np
 import psycopg
 from psycopg.rows import dict_row
 
-from retrieval.trending import LONGEST_S, Event
+from core.covisitation import interaction_weights
+from core.segments import segment_tokens
+from core.trending import LONGEST_S, Event
 from storage.records import ItemRecord
-from training.covisitation import interaction_weights
-from training.segments import segment_tokens
 
 log = logging.getLogger(__name__)
 

@@ -7,13 +7,14 @@ import logging
 
 import grpc
 
+from core.candidates import Candidate
+from core.config import Settings
+from core.grpc_server import handles_errors, serve
+from core.retrieve import SourceSpec
+from core.trending import TrendingConfig
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
-from recsys.grpc_server import handles_errors, serve
-from retrieval.candidates import Candidate
-from retrieval.retriever import Retriever, SourceSpec
-from retrieval.trending import TrendingConfig
+from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,10 @@ the next answer, even one logged while that answer was being computed.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable
+from typing import Any
 
+from redis import Redis as SyncRedis
 from redis.asyncio import Redis
 
 _PREFIX = "recsys:rec:"
@@ -43,16 +46,25 @@ async def put(redis: Redis, user_id: str, field: str, generation: int, value: by
         await pipe.execute()
 
 
+def _bump(pipe: Any, user_ids: Iterable[str], ttl_s: int) -> None:
+    for user_id in user_ids:
+        pipe.hincrby(user_key(user_id), GENERATION, 1)
+        pipe.expire(user_key(user_id), ttl_s)
+
+
 async def bump(redis: Redis, user_ids: set[str], ttl_s: int) -> None:
-    """The users did something: their cached answers are stale from now on."""
+    """The users did something: their cached answers are stale from now on. (Never delete the hash
+    instead: that would reset the generation, and an answer computed before could match it again.)"""
     if not user_ids:
         return
     async with redis.pipeline(transaction=False) as pipe:
-        for user_id in user_ids:
-            pipe.hincrby(user_key(user_id), GENERATION, 1)
-            pipe.expire(user_key(user_id), ttl_s)
+        _bump(pipe, user_ids, ttl_s)
         await pipe.execute()
 
 
-async def invalidate_user(redis: Redis, user_id: str) -> None:
-    await redis.delete(user_key(user_id))
+def bump_sync(redis: SyncRedis, user_ids: set[str], ttl_s: int) -> None:
+    """bump() for a synchronous client (the real-time worker)."""
+    if user_ids:
+        with redis.pipeline(transaction=False) as pipe:
+            _bump(pipe, user_ids, ttl_s)
+            pipe.execute()

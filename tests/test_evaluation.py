@@ -1,4 +1,4 @@
-"""training/evaluation/: metrics on hand-made rankings, the splits, no test leakage, the bootstrap,
+"""evaluation/: metrics on hand-made rankings, the splits, no test leakage, the bootstrap,
 the baselines, the served pipeline in process, the feature mirror against PostgreSQL, the reports."""
 
 from __future__ import annotations
@@ -15,20 +15,20 @@ import psycopg
 import pytest
 import scipy.sparse as sp
 
+from evaluation import features, harness, metrics, registry, report
+from evaluation.baselines import FAMILIES as BASELINES
+from evaluation.baselines.matrix import UserItems
+from evaluation.bootstrap import compare, paired_bootstrap
+from evaluation.cli import main as cli_main
+from evaluation.models import ServedPipeline
+from evaluation.protocol import Family, Recommender
 from feature_store.tables import build_feature_tables
 from storage.bulk import load_frames
 from storage.interactions import user_history
 from tests.conftest import fresh_database
 from training import movielens
 from training.dataset import Dataset
-from training.evaluation import features, harness, metrics, registry, report
-from training.evaluation.baselines import FAMILIES as BASELINES
-from training.evaluation.baselines.matrix import UserItems
-from training.evaluation.bootstrap import compare, paired_bootstrap
-from training.evaluation.cli import main as cli_main
-from training.evaluation.models import ServedPipeline
-from training.evaluation.protocol import Family, Recommender
-from training.evaluation.splits import global_time_split, make_splits, per_user_split
+from training.splits import global_time_split, make_splits, per_user_split
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,7 +191,7 @@ def test_cold_users_hold_out_every_interaction_of_a_fifth_of_the_users() -> None
 def test_segment_popular_gives_a_newcomer_what_their_segment_likes() -> None:
     """Women favour f-items, men m-items, everyone the blockbuster: a newcomer gets their segment's favourites
     (above the blockbuster, which everyone likes alike), someone without demographics the blockbuster."""
-    from training.evaluation.baselines.segments import SegmentPopular
+    from evaluation.baselines.segments import SegmentPopular
 
     users = pd.DataFrame({"user_id": [f"u{u}" for u in range(40)] + ["new-f", "new-m", "anon"],
                           "demographics": [{"gender": "FM"[u % 2]} for u in range(40)]

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from core.errors import InvalidArgument
 from orchestrator.experiment_report import collect, render, two_proportion_z, wilson
 from orchestrator.experiments import DEFAULT, Experiment, Experiments, Variant, parse
-from recsys.errors import InvalidArgument
 from tests.conftest import fresh_database
 
 EXP = Experiment("ranker", "s1", (Variant("control", 0.5), Variant("a", 0.3, {"ranker": False}),

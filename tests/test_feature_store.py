@@ -10,11 +10,11 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from core.config import Settings
 from feature_store.repo_config import offline_store_config, redis_connection_string
 from feature_store.schema import ITEM_TABLE, USER_TABLE, item_defaults, user_defaults
 from feature_store.store import OnlineFeatures, apply, materialize
 from feature_store.tables import build_feature_tables
-from recsys.config import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from core.errors import InvalidArgument
 from orchestrator.filter_expr import parse
-from recsys.errors import InvalidArgument
 from storage.records import ItemRecord
 
 KIDS_CHEAP = ItemRecord("a", categories=["kids", "toys"], price=20, brand="acme", attributes={"year": 1995})

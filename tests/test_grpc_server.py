@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from recsys.config import Settings
-from recsys.grpc_server import freeze_loaded_objects
+from core.config import Settings
+from core.grpc_server import freeze_loaded_objects
 
 
 def test_loaded_objects_are_frozen_and_collection_is_enabled_again() -> None:
@@ -32,12 +32,13 @@ def test_a_hot_swap_frees_the_old_version_although_startup_objects_are_frozen(
     stack: Settings, tmp_path: Path
 ) -> None:
     """Frozen objects are never walked by the collector: an old version kept alive by a reference cycle
-    would never be freed (at 10M items, 3 GB per swap). Reference counting must free it."""
+    would never be freed (at 10M items, 3 GB per swap). Reference counting must free it. (Ranking holds the
+    previous version's ranker on purpose, for requests retrieval answered with it: it goes one swap later.)"""
     from ranking.ranker import RankerSlot
     from retrieval.retriever import Retriever
 
     version = (stack.artifacts_dir / "CURRENT").read_text().strip()
-    for name in (version, f"{version}-next"):
+    for name in (version, f"{version}-next", f"{version}-third"):
         shutil.copytree(stack.artifacts_dir / version, tmp_path / name)
     (tmp_path / "CURRENT").write_text(version)
     retriever, slot = Retriever(tmp_path), RankerSlot(artifacts_dir=tmp_path)
@@ -48,6 +49,9 @@ def test_a_hot_swap_frees_the_old_version_although_startup_objects_are_frozen(
             slot.ranker)
         (tmp_path / "CURRENT").write_text(f"{version}-next")
         assert retriever.load() and slot.refresh()
-        assert served() is None and index() is None and ranker() is None
+        assert served() is None and index() is None
+        assert ranker() is not None and slot.for_version(version) is ranker()  # the previous version's, kept
+        (tmp_path / "CURRENT").write_text(f"{version}-third")
+        assert slot.refresh() and ranker() is None
     finally:
         gc.unfreeze()

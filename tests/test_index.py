@@ -1,4 +1,4 @@
-"""training/index.py: the index chosen by size, its recall against exact search, files and settings."""
+"""core/index.py: the index chosen by size, its recall against exact search, files and settings."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import faiss
 import numpy as np
 import pytest
 
-from training.index import FLAT_MAX_ITEMS, IndexSpec, build_index, choose, memory_bytes, read_index, write_index
+from core.index import FLAT_MAX_ITEMS, IndexSpec, build_index, choose, memory_bytes, read_index, write_index
 from training.synthetic import item_vectors, user_histories, user_vectors
 
 

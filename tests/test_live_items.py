@@ -12,9 +12,9 @@ import uuid
 import grpc
 import pytest
 
+from core.config import Settings
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
 from tests.test_retrieval_sources import JEDI, STAR_WARS, publish_copy, retrieval  # noqa: F401
 
 pytestmark = pytest.mark.integration

@@ -15,6 +15,9 @@ import grpc
 import psycopg
 import pytest
 
+from core.config import Settings
+from core.errors import InvalidArgument
+from core.interleave import interleave
 from orchestrator import config
 from orchestrator.catalog import Catalog
 from orchestrator.exposures import ExposureLog
@@ -24,9 +27,6 @@ from orchestrator.source_config import DEFAULT_SOURCES, CandidateSource
 from orchestrator.validation import recommend_query
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
-from recsys.errors import InvalidArgument
-from retrieval.interleave import interleave
 from storage.interactions import HistoryEntry
 from tests.pipeline_fakes import FakeRanking
 

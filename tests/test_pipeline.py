@@ -11,12 +11,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from core.errors import InvalidArgument, NotFound
 from orchestrator import config
 from orchestrator.pipeline import Candidate, Pipeline, Setting, Slots, Source, Trace, merge
 from orchestrator.query import RECOMMEND, RequestQuery
 from orchestrator.source_config import DEFAULT_SOURCES
 from protos import recsys_pb2 as pb
-from recsys.errors import InvalidArgument, NotFound
 from storage.records import UserRecord
 from tests.pipeline_fakes import Box, GivenUser, no_deadline, params
 

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from core.candidates import Candidate, merge
+from core.errors import InvalidArgument
 from orchestrator.catalog import Catalog
 from orchestrator.config import PipelineParams
 from orchestrator.interactions import interaction_from_pb
@@ -17,8 +19,6 @@ from orchestrator.registry import FILTERS
 from orchestrator.validation import DEFAULT_K, check_id, check_k
 from protos import recsys_pb2 as pb
 from ranking.scorer import WeightedScorer, category_profile
-from recsys.errors import InvalidArgument
-from retrieval.candidates import Candidate, merge
 from storage.records import ItemRecord
 
 NOW = datetime(2026, 11, 21, tzinfo=UTC)

@@ -15,14 +15,17 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from core.artifacts import load_current
+from core.config import Settings
+from core.ranker_features import COL, FEATURES, RankerSignals, SignalConfig
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from ranking import ranker as served
-from recsys.config import Settings
+from retrieval.retriever import Retriever
 from retrieval.service import RetrievalServicer
 from tests.test_training import synthetic
-from training.artifacts import export, load_current
 from training.dataset import Dataset
+from training.export import export
 from training.ranker import (
     RankerConfig,
     attributes_of,
@@ -34,7 +37,7 @@ from training.ranker import (
     train_ranker,
 )
 from training.ranker_candidates import RetrievalCandidates
-from training.ranker_features import COL, FEATURES, RankerSignals, SignalConfig, build_signals
+from training.ranker_signals import build_signals
 from training.train import TrainConfig, train
 
 TINY_TT = TrainConfig(epochs=2, batch_size=64, dim=16, hidden=32)
@@ -162,7 +165,9 @@ def test_training_candidates_are_what_the_retrieval_service_sends() -> None:
     with RetrievalCandidates(early, tt, k=15) as retrieve:
         got = retrieve(recent, attrs, set(recent))
         # the retrieval service's own code, over gRPC's message types, on the same published version
-        servicer = RetrievalServicer(retrieve.retriever)
+        service = Retriever(Path(retrieve._tmp.name))  # the service's loader over the same folder
+        service.load()
+        servicer = RetrievalServicer(service)
         resp = asyncio.run(servicer.Retrieve(pb.RetrieveRequest(
             user=pb.UserContext(user_id=user, recent_item_ids=recent, attributes=attrs), k=15,
             exclude_item_ids=recent), None))  # type: ignore[arg-type]

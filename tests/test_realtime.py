@@ -1,5 +1,5 @@
 """The learning path in real time: LogInteractions -> stream -> worker -> Feast online
-store; strong events invalidate the cache; a killed worker loses nothing."""
+store; any interaction shows in the next (cached) answer; a killed worker loses nothing."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from collections.abc import Callable, Iterator
 import pytest
 import redis
 
+from core.config import Settings
 from feature_store.store import OnlineFeatures
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
-from recsys.config import Settings
 from storage import cache
 
 pytestmark = pytest.mark.integration

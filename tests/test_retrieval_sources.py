@@ -19,12 +19,13 @@ import grpc
 import psycopg
 import pytest
 
+from core import content, covisitation, segments
+from core.config import Settings
+from core.trending import Event, Trending, TrendingConfig
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
-from retrieval.trending import Event, Trending, TrendingConfig
-from training import content, covisitation, segments
 from training.dataset import load_postgres
+from training.sources import source_artifacts
 
 pytestmark = pytest.mark.integration
 
@@ -45,7 +46,7 @@ def publish_copy(settings: Settings, build_sources: bool) -> str:
     shutil.copytree(root / current, tmp)
     if build_sources:
         ds = load_postgres(settings.database_url)
-        for artifact in (covisitation.build(ds), content.build(ds), segments.build(ds)):
+        for artifact in source_artifacts(ds):
             artifact.save(tmp)
     manifest = json.loads((tmp / "manifest.json").read_text())
     manifest["version"] = version
@@ -281,8 +282,7 @@ def test_source_artifacts_round_trip(tmp_path: Path) -> None:
     from training import movielens
 
     ds = movielens.load(movielens.fetch(Settings().data_dir))
-    for module in (covisitation, content, segments):
-        built = module.build(ds)
+    for module, built in zip((covisitation, content, segments), source_artifacts(ds), strict=True):
         built.save(tmp_path)
         loaded = module.load(tmp_path)
         assert loaded is not None

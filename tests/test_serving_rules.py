@@ -11,9 +11,9 @@ import uuid
 import grpc
 import pytest
 
+from core.config import Settings
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from recsys.config import Settings
 from tests.test_retrieval_sources import publish_copy
 
 pytestmark = pytest.mark.integration

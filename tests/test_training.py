@@ -12,13 +12,14 @@ import pandas as pd
 import pytest
 import torch
 
+from core.artifacts import load_current, load_version
+from core.vocab import Vocab, demographic_token
 from storage.db import connect
 from training import movielens
-from training.artifacts import export, load_current, load_version
 from training.dataset import DataError, Dataset, load_files, load_postgres, save_files
 from training.examples import build_examples
+from training.export import export
 from training.train import TrainConfig, sampled_softmax_loss, train
-from training.vocab import Vocab, demographic_token
 
 # ------------------------------------------------------------------------- fixtures
 

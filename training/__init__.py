@@ -1,5 +1,5 @@
 """Training: datasets, the two-tower model, its training loop and versioned artifacts.
 
 Data flows one way: training writes artifacts under an artifacts folder and services
-read them (training.artifacts.load_current); serving never needs the training data.
+read them (core.artifacts.load_current); serving never needs the training data.
 """

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from core.vocab import Vocab
 from training.dataset import Dataset
-from training.vocab import Vocab
 
 
 @dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.artifacts import export
 from training.dataset import Dataset
+from training.export import export
 from training.ranker import RankerConfig, train_ranker
 from training.sources import source_artifacts
 from training.train import TrainConfig, TrainedModel, train

@@ -1,5 +1,5 @@
 """The learned ranker: gradient-boosted trees (LightGBM, a listwise ranking objective) that
-re-rank a user's candidates with the features of training/ranker_features.py.
+re-rank a user's candidates with the features of core/ranker_features.py.
 
 Labels come from the training period only, never from anything later: each user's last
 `label_fraction` of interactions by time (the evaluation protocol's per-user split,
@@ -28,11 +28,12 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from core.ranker_features import FEATURES, RankerSignals, SignalConfig
 from training.dataset import Dataset
-from training.evaluation.splits import per_user_split
 from training.ranker_candidates import RetrievalCandidates
-from training.ranker_features import FEATURES, RankerSignals, SignalConfig, build_signals
+from training.ranker_signals import build_signals
 from training.sources import SourceArtifacts, source_artifacts
+from training.splits import per_user_split
 from training.train import TrainConfig, TrainedModel, train
 
 log = logging.getLogger(__name__)

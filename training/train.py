@@ -31,11 +31,11 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from core.two_tower import ItemContent, ModelConfig, TwoTower
+from core.vocab import Vocab
 from training import evaluate
 from training.dataset import Dataset
 from training.examples import Examples, build_examples
-from training.two_tower import ItemContent, ModelConfig, TwoTower
-from training.vocab import Vocab
 
 FULL_SOFTMAX_MAX_ITEMS = 20_000  # above this the per-batch item tower pass over the catalogue gets slow
 

@@ -30,7 +30,7 @@ class Ranker(Scorer):
         if not candidates:
             return candidates
         request = pb.RankRequest(
-            request_id=q.request_id, user=user_context(q), context=q.context,
+            request_id=q.request_id, user=user_context(q), context=q.context, model_version=q.model_version,
             candidates=pb.CandidateList(
                 item_ids=[c.item_id for c in candidates], scores=[c.retrieval_score for c in candidates],
                 sources=[c.source for c in candidates], anchor_item_ids=[c.anchor for c in candidates]),

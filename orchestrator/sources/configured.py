@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import math
 
+from core.segments import segment_tokens
 from orchestrator.pipeline import Source
 from orchestrator.preferences import preferred_categories
 from orchestrator.query import RECOMMEND, Deps, RequestQuery
-from orchestrator.source_config import GATES, MAX_K, CandidateSource, UserQuery
-from training.segments import segment_tokens
-
-# Source k's are for a request of up to 50 items, which asks for 200 candidates; bigger ones scale them.
-BASE_BUDGET = 200
+from orchestrator.source_config import BASE_BUDGET, GATES, MAX_K, CandidateSource, UserQuery
 
 
 def user_query(q: RequestQuery) -> UserQuery:

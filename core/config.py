@@ -1,0 +1,85 @@
+"""Settings shared by the CLI and every service, read from the environment.
+
+Every value has a default that works on a fresh checkout; set the environment
+variable to change it. Services receive their settings from the process that starts
+them (the CLI) through the same variables, so one `Settings.from_env()` rules all.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _env(name: str, default: str) -> str:
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the servers are. Empty means "start the embedded ones" (CLI only).
+    database_url: str = ""
+    redis_url: str = ""
+    # Files.
+    data_dir: Path = ROOT / "data"
+    artifacts_dir: Path = ROOT / "artifacts"
+    var_dir: Path = ROOT / "var"  # embedded servers' data, pid files, service logs
+    # The orchestrator's surfaces and experiments (orchestrator/config.py); missing = defaults.
+    config_path: Path = ROOT / "config" / "recsys.toml"
+    # Feast project name; its registry lives in var_dir.
+    feast_project: str = "recsys"
+    # Service addresses (host:port).
+    orchestrator_addr: str = "127.0.0.1:50051"
+    retrieval_addr: str = "127.0.0.1:50052"
+    ranking_addr: str = "127.0.0.1:50053"
+    worker_addr: str = "127.0.0.1:50054"  # the real-time worker's health endpoint
+    # Recommend cache TTL in seconds.
+    cache_ttl_s: int = 1800
+    # Per-downstream-call timeouts (seconds), capped by the caller's deadline.
+    retrieval_timeout_s: float = 0.5
+    ranking_timeout_s: float = 0.5
+
+    @classmethod
+    def from_env(cls) -> Settings:
+        return cls(
+            database_url=os.environ.get("DATABASE_URL", "").strip(),
+            redis_url=os.environ.get("REDIS_URL", "").strip(),
+            data_dir=Path(_env("RECSYS_DATA_DIR", str(ROOT / "data"))),
+            artifacts_dir=Path(_env("RECSYS_ARTIFACTS_DIR", str(ROOT / "artifacts"))),
+            var_dir=Path(_env("RECSYS_VAR_DIR", str(ROOT / "var"))),
+            config_path=Path(_env("RECSYS_CONFIG", str(ROOT / "config" / "recsys.toml"))),
+            feast_project=_env("RECSYS_FEAST_PROJECT", "recsys"),
+            orchestrator_addr=_env("RECSYS_ORCHESTRATOR_ADDR", "127.0.0.1:50051"),
+            retrieval_addr=_env("RECSYS_RETRIEVAL_ADDR", "127.0.0.1:50052"),
+            ranking_addr=_env("RECSYS_RANKING_ADDR", "127.0.0.1:50053"),
+            worker_addr=_env("RECSYS_WORKER_ADDR", "127.0.0.1:50054"),
+            cache_ttl_s=int(_env("RECSYS_CACHE_TTL_S", "1800")),
+            retrieval_timeout_s=float(_env("RECSYS_RETRIEVAL_TIMEOUT_S", "0.5")),
+            ranking_timeout_s=float(_env("RECSYS_RANKING_TIMEOUT_S", "0.5")),
+        )
+
+    def with_urls(self, database_url: str, redis_url: str) -> Settings:
+        return replace(self, database_url=database_url, redis_url=redis_url)
+
+    def to_env(self) -> dict[str, str]:
+        """The environment that gives a child process these same settings."""
+        return {
+            "DATABASE_URL": self.database_url,
+            "REDIS_URL": self.redis_url,
+            "RECSYS_DATA_DIR": str(self.data_dir),
+            "RECSYS_ARTIFACTS_DIR": str(self.artifacts_dir),
+            "RECSYS_VAR_DIR": str(self.var_dir),
+            "RECSYS_CONFIG": str(self.config_path),
+            "RECSYS_FEAST_PROJECT": self.feast_project,
+            "RECSYS_ORCHESTRATOR_ADDR": self.orchestrator_addr,
+            "RECSYS_RETRIEVAL_ADDR": self.retrieval_addr,
+            "RECSYS_RANKING_ADDR": self.ranking_addr,
+            "RECSYS_WORKER_ADDR": self.worker_addr,
+            "RECSYS_CACHE_TTL_S": str(self.cache_ttl_s),
+            "RECSYS_RETRIEVAL_TIMEOUT_S": str(self.retrieval_timeout_s),
+            "RECSYS_RANKING_TIMEOUT_S": str(self.ranking_timeout_s),
+        }

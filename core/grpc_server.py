@@ -1,0 +1,86 @@
+"""Running a grpc.aio server the same way for every service.
+
+Each server gets health checking (grpc.health.v1), server reflection, and a clean
+shutdown on SIGTERM / SIGINT: stop accepting, finish in-flight calls within a grace.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import gc
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from core.errors import RecsysError
+from protos import recsys_pb2
+
+log = logging.getLogger(__name__)
+
+Registrar = Callable[[grpc.aio.Server], None]
+
+
+async def serve(
+    addr: str,
+    service_names: Sequence[str],
+    register: Registrar,
+    on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    grace_s: float = 5.0,
+) -> None:
+    """Serve until SIGTERM/SIGINT. service_names are short names from recsys.proto ("Retrieval")."""
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    full_names = [recsys_pb2.DESCRIPTOR.services_by_name[n].full_name for n in service_names]
+    reflection.enable_server_reflection([*full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if server.add_insecure_port(addr) == 0:
+        raise RuntimeError(f"cannot listen on {addr}: address in use?")
+    freeze_loaded_objects()
+    await server.start()
+    for name in [*full_names, ""]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("serving %s on %s", ", ".join(service_names), addr)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("shutting down %s", addr)
+    await health_servicer.enter_graceful_shutdown()
+    await server.stop(grace_s)
+    if on_shutdown is not None:
+        await on_shutdown()
+
+
+def freeze_loaded_objects() -> None:
+    """Take what the service loaded before serving out of the garbage collector's full passes.
+
+    Modules, the model, feature tables and Feast's registry are 230-350k container objects
+    that live as long as the process. CPython's full (generation 2) collection walks them
+    all: 115-190 ms per pause, measured in every service under load, and every request in
+    flight waits it out (it was the p99 of 8-in-flight Recommend). gc.freeze() moves them to
+    a permanent generation the collector never scans; reference counting still frees them.
+    """
+    gc.collect()  # garbage from loading is freed now, not frozen
+    gc.freeze()
+    gc.enable()  # `recsys serve` disables it while the service loads
+
+
+def handles_errors(method: Callable) -> Callable:
+    """Servicer-method decorator: a RecsysError becomes its gRPC status with its message."""
+
+    @functools.wraps(method)
+    async def wrapper(self: object, request: object, context: grpc.aio.ServicerContext) -> object:
+        try:
+            return await method(self, request, context)
+        except RecsysError as exc:
+            await context.abort(exc.code, str(exc))
+
+    return wrapper
