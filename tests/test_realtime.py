@@ -69,9 +69,19 @@ def test_any_interaction_shows_in_the_next_answer_with_the_cache_on(
     _log(api, user, top, pb.CLICK)
     after_click = api.Recommend(pb.RecommendRequest(user_id=user, k=5), timeout=10)
     assert top not in [i.item_id for i in after_click.items]
-    key, gen = cache.user_key(user), int(r.hget(cache.user_key(user), cache.GENERATION))
-    _eventually(lambda: any(v.startswith(b"%d:" % gen) for f, v in r.hgetall(key).items() if f != b"gen"))
-    viewed = after_click.items[0].item_id
+    key = cache.user_key(user)
+
+    def cached_at_the_current_generation() -> bool:
+        # the worker bumps the generation again once it pushed the click's features: ask until an answer
+        # written at the generation that stays is in the cache
+        gen = int(r.hget(key, cache.GENERATION) or 0)
+        api.Recommend(pb.RecommendRequest(user_id=user, k=5), timeout=10)
+        time.sleep(0.1)  # the cache write happens after the response
+        return int(r.hget(key, cache.GENERATION) or 0) == gen and any(
+            v.startswith(b"%d:" % gen) for f, v in r.hgetall(key).items() if f != cache.GENERATION.encode())
+
+    _eventually(cached_at_the_current_generation)
+    viewed = api.Recommend(pb.RecommendRequest(user_id=user, k=5), timeout=10).items[0].item_id
     _log(api, user, viewed, pb.VIEW)
     assert viewed not in [i.item_id for i in api.Recommend(pb.RecommendRequest(user_id=user, k=5), timeout=10).items]
 
