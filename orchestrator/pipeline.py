@@ -434,7 +434,8 @@ class Pipeline:
             self._record(query.trace.note(c.stage, "off", f"gated off: {off}"))
             return None
         record = query.trace.start(c.stage, n_in)
-        timeout = _budget(c, query)
+        # a component that may not fail open is pure logic: no timer (a timer is a task per call)
+        timeout = _budget(c, query) if c.fail_open else None
         try:
             if timeout is None:
                 result = await call()

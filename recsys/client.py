@@ -29,5 +29,5 @@ def print_recommendations(user_id: str, response: pb.RecommendResponse) -> None:
         typer.echo(f"  {rank:>2}. {title[:48]:<48} score {it.score:6.3f}  {it.reason}")
     for st in response.debug.stages:
         removed = f" removed {dict(st.removed)}" if st.removed else ""
-        typer.echo(f"     {st.stage:<12} {st.candidates_in:>4} -> {st.candidates_out:<4} {st.latency_ms:7.2f} ms "
-                   f"{st.note}{removed}")
+        typer.echo(f"     {st.stage:<30} {st.outcome:<10} {st.candidates_in:>4} -> {st.candidates_out:<4} "
+                   f"{st.latency_ms:7.2f} ms {st.note}{removed}")

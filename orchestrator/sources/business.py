@@ -14,7 +14,7 @@ from orchestrator.query import RECOMMEND, RequestQuery
 class BusinessItems(Source):
     name = "promoted"
     append = True  # added after the merge, never cut by the candidate limit
-    optional = True
+    fail_open = False  # pure logic
 
     def enable(self, q: RequestQuery) -> str | None:
         if q.rpc != RECOMMEND:

@@ -39,6 +39,7 @@ class Precomputed(Source):
 class CataloguePopular(Source):
     name = "fallback_popular"
     instead = "popular items"
+    fail_open = False  # in process memory: it does not fail
 
     def __init__(self, deps: Deps, fill: bool = False) -> None:
         self.catalog = deps.catalog
