@@ -70,8 +70,8 @@ class RecommendationCache:
             return None
         record = q.trace.start("cache:lookup")
         try:
-            gen, raw = await asyncio.wait_for(
-                cache.get(self.deps.redis, q.user_id, _field(q, req, self.versions.current)), 0.25)
+            # the client's socket timeout (0.25 s, orchestrator/service.py) bounds the call: no timer task
+            gen, raw = await cache.get(self.deps.redis, q.user_id, _field(q, req, self.versions.current))
         except Exception as exc:  # noqa: BLE001 - a cache is optional
             record.outcome, record.error = "failed", describe(exc)
             q.trace.degrade(record, f"cache unavailable: {record.error}")

@@ -57,7 +57,7 @@ class Candidate:
     scope: str = ""  # the category it was asked for ("" if none)
     picked: bool = False  # that category is one the user picked at onboarding
     group: str = ""  # the merge group: a source's own list (a source may return one per category)
-    parts: dict[str, float] | None = None  # what the score is made of (the ranker's parts)
+    parts: Any = None  # what the score is made of: the ranker's parts, `as_dict()` (orchestrator/scorers/ranker.py)
     item: Any = None  # the catalogue record (storage.records.ItemRecord), set by a hydrator
 
 
@@ -100,6 +100,7 @@ class Component:
     settings: tuple[Setting, ...] = ()  # surface settings it reads (query.params.setting(name))
     timeout_s: float | None = None  # None: no timeout of its own (the caller's deadline still caps it)
     fail_open = True  # an error is recorded and the request goes on without this component
+    timer = True  # the pipeline holds it to its budget; False: its own downstream deadline does (no timer task)
     optional = False  # its failure does not mark the answer degraded
 
     def enable(self, query: Any) -> str | None:
@@ -264,7 +265,7 @@ class Trace:
         self.degraded.append(reason)
 
 
-def _budget(component: Component, query: Any) -> float | None:
+def budget(component: Component, query: Any) -> float | None:
     """A component's timeout: its own, capped by what the caller's deadline leaves."""
     left = query.remaining()
     if left is not None:
@@ -366,9 +367,24 @@ class Pipeline:
                 self._record(query.trace.note(s.stage, "off", f"gated off: {off}"))
         for s in enabled:
             s.prepare(query)
-        results = await asyncio.gather(*(
-            self._guarded(s, query, 0, lambda s=s: s.fetch(query), out=len) for s in enabled))
-        return [(s, r) for s, r in zip(enabled, results, strict=True) if r is not None]
+        # Sources with a timer run as tasks, concurrently; those without one (sharing one downstream call)
+        # are awaited in turn in one more: the first waits for the call, the rest have their answer then.
+        # Their records all start now, so each one's latency is the shared call's as it saw it.
+        untimed = [s for s in enabled if not s.timer]
+        records = {id(s): query.trace.start(s.stage) for s in untimed}
+
+        async def in_turn() -> list[Any]:
+            return [await self._guarded(s, query, 0, lambda s=s: s.fetch(query), out=len, record=records[id(s)])
+                    for s in untimed]
+
+        jobs = [self._guarded(s, query, 0, lambda s=s: s.fetch(query), out=len) for s in enabled if s.timer]
+        if untimed:
+            jobs.append(in_turn())
+        done = (await jobs[0],) if len(jobs) == 1 else await asyncio.gather(*jobs)
+        by_source = {id(s): r for s, r in zip([s for s in enabled if s.timer], done, strict=False)}
+        if untimed:
+            by_source.update({id(s): r for s, r in zip(untimed, done[-1], strict=True)})
+        return [(s, by_source[id(s)]) for s in enabled if by_source[id(s)] is not None]
 
     def _filter(self, f: Filter, query: Any, candidates: list[Candidate]) -> list[Candidate]:
         off = f.enable(query)
@@ -426,16 +442,18 @@ class Pipeline:
 
     async def _guarded(
         self, c: Component, query: Any, n_in: int, call: Callable[[], Awaitable[Any]],
-        out: Callable[[Any], int] | None = None,
+        out: Callable[[Any], int] | None = None, record: StageRecord | None = None,
     ) -> Any:
-        """Run one component under its gate, timeout and fail-open policy; None when it did not answer."""
-        off = c.enable(query)
-        if off is not None:
-            self._record(query.trace.note(c.stage, "off", f"gated off: {off}"))
-            return None
-        record = query.trace.start(c.stage, n_in)
+        """Run one component under its gate, timeout and fail-open policy; None when it did not answer.
+        `record`: its trace record, started earlier (sources whose shared call started with the first)."""
+        if record is None:
+            off = c.enable(query)
+            if off is not None:
+                self._record(query.trace.note(c.stage, "off", f"gated off: {off}"))
+                return None
+            record = query.trace.start(c.stage, n_in)
         # a component that may not fail open is pure logic: no timer (a timer is a task per call)
-        timeout = _budget(c, query) if c.fail_open else None
+        timeout = budget(c, query) if c.fail_open and c.timer else None
         try:
             if timeout is None:
                 result = await call()

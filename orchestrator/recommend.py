@@ -9,7 +9,6 @@ Side effects (cache write, exposure log) run after the response is sent.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
 
 from psycopg_pool import AsyncConnectionPool
@@ -83,7 +82,9 @@ class Recommender:
         q = recommend_query(req, self.config, remaining)
         q.scratch["request"] = req
         pipeline = self.pipelines.recommend(q.params.sources)
-        cached = await self.cache.lookup(q, req) if not req.debug else None
+        cached = await self.cache.lookup(q, req)
+        if cached is not None and req.debug:  # a debug call reports the hit and recomputes, to show the trace
+            q.scratch["cache_hit"], cached = True, None
         if cached is not None:
             cached.request_id = q.request_id
             q.scratch["cache_hit"] = True
@@ -96,7 +97,8 @@ class Recommender:
             items=[self._decorate(c, ranked=True) for c in chosen],
         )
         if req.debug:
-            response.debug.CopyFrom(pb.DebugTrace(stages=stage_traces(q.trace), cache_hit=False,
+            response.debug.CopyFrom(pb.DebugTrace(stages=stage_traces(q.trace),
+                                                  cache_hit=bool(q.scratch.get("cache_hit")),
                                                   model_version=q.model_version))
         if response.degraded:
             self.stats.count("degraded")
@@ -105,7 +107,8 @@ class Recommender:
     @staticmethod
     def _effects(pipeline: Pipeline, q: RequestQuery, response: pb.RecommendResponse) -> After:
         async def run() -> None:
-            await asyncio.gather(*pipeline.after(q, response))
+            for effect in pipeline.after(q, response):  # one after another: no task per effect
+                await effect
 
         return run
 
@@ -146,6 +149,7 @@ class Recommender:
         """The public item: metadata, a reason; Recommend's score is the ranking's, the others' the source's."""
         return pb.ScoredItem(
             item_id=c.item_id, score=c.score if ranked else c.retrieval_score, source=c.source,
-            score_parts=c.parts or {}, reason=reason(c.source, c.anchor, self.catalog, scope=c.scope, picked=c.picked),
+            score_parts=c.parts.as_dict() if c.parts is not None else {},
+            reason=reason(c.source, c.anchor, self.catalog, scope=c.scope, picked=c.picked),
             item=item_to_pb(c.item) if c.item is not None else None,
         )

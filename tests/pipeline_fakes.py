@@ -28,6 +28,15 @@ def rpc_error(code: grpc.StatusCode, details: str = "") -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
+async def _within(delay: float, timeout: float | None) -> None:
+    """A downstream's delay under the call's deadline, as gRPC enforces it."""
+    if timeout is not None and delay > timeout:
+        await asyncio.sleep(timeout)
+        raise rpc_error(grpc.StatusCode.DEADLINE_EXCEEDED)
+    if delay:
+        await asyncio.sleep(delay)
+
+
 @dataclass
 class FakeRetrieval:
     """Answers each named source with its list (item ids, best first); records the requests."""
@@ -41,8 +50,7 @@ class FakeRetrieval:
     async def Retrieve(self, request: pb.RetrieveRequest, timeout: float | None = None) -> pb.RetrieveResponse:  # noqa: N802
         self.requests.append(request)
         delay = max((self.delay_s.get(s.name, 0.0) for s in request.sources), default=0.0)
-        if delay:
-            await asyncio.sleep(delay)
+        await _within(delay, timeout)
         if self.fail is not None:
             raise rpc_error(self.fail)
         excluded = set(request.exclude_item_ids)
@@ -65,8 +73,7 @@ class FakeRanking:
 
     async def Rank(self, request: pb.RankRequest, timeout: float | None = None) -> pb.RankResponse:  # noqa: N802
         self.requests.append(request)
-        if self.delay_s:
-            await asyncio.sleep(self.delay_s)
+        await _within(self.delay_s, timeout)
         if self.fail is not None:
             raise rpc_error(self.fail)
         ids = list(request.candidates.item_ids)

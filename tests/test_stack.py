@@ -79,7 +79,8 @@ def test_unknown_user_gets_a_cold_start_answer(api: pb_grpc.RecommenderStub) -> 
     assert {i.source for i in resp.items} == {"popular"}
     assert all(i.reason for i in resp.items)
     kinds = [s.stage.split(":")[0] for s in resp.debug.stages if s.outcome == "ok"]
-    assert list(dict.fromkeys(kinds)) == ["query_hydrator", "source", "hydrator", "filter", "scorer", "selector"]
+    assert list(dict.fromkeys(kinds)) == ["cache", "query_hydrator", "source", "hydrator", "filter", "scorer",
+                                          "selector"]
     # every candidate source has its own entry; a stranger gets only the popular one (the others gated off)
     ran = [s.stage for s in resp.debug.stages if s.stage.startswith("source:") and s.outcome == "ok"]
     assert ran == ["source:popular"]

@@ -8,14 +8,27 @@ from __future__ import annotations
 
 import grpc
 
-from orchestrator.pipeline import Candidate, Scorer
+from orchestrator.pipeline import Candidate, Scorer, budget
 from orchestrator.query import RECOMMEND, Deps, RequestQuery
 from orchestrator.sources.retrieval import user_context
 from protos import recsys_pb2 as pb
 
 
+class ScoreParts:
+    """One candidate's row of the ranker's score parts, kept as a view until the answer shows it."""
+
+    __slots__ = ("names", "parts", "start")
+
+    def __init__(self, names: list[str], parts: list[float], start: int) -> None:
+        self.names, self.parts, self.start = names, parts, start
+
+    def as_dict(self) -> dict[str, float]:
+        return dict(zip(self.names, self.parts[self.start : self.start + len(self.names)], strict=True))
+
+
 class Ranker(Scorer):
     name = "ranker"
+    timer = False  # the call's own gRPC deadline (its budget, capped by the caller's) holds it
 
     def __init__(self, deps: Deps) -> None:
         self.deps = deps
@@ -35,13 +48,13 @@ class Ranker(Scorer):
                 item_ids=[c.item_id for c in candidates], scores=[c.retrieval_score for c in candidates],
                 sources=[c.source for c in candidates], anchor_item_ids=[c.anchor for c in candidates]),
         )
-        resp = await self.deps.ranking.Rank(request, timeout=self.timeout_s)
-        names, parts, m = list(resp.score_part_names), resp.score_parts, len(resp.score_part_names)
+        resp = await self.deps.ranking.Rank(request, timeout=budget(self, q))
+        names, parts, m = list(resp.score_part_names), list(resp.score_parts), len(resp.score_part_names)
         out: list[Candidate] = []
         for p, (i, score) in enumerate(zip(resp.order, resp.scores, strict=True)):
             c = candidates[i]
             c.score = score
-            c.parts = dict(zip(names, parts[p * m : (p + 1) * m], strict=True)) if m else None
+            c.parts = ScoreParts(names, parts, p * m) if m else None  # a dict only for the items shown
             out.append(c)
         if len(out) != len(candidates):  # a scorer never drops a candidate: keep the ones it did not return
             given = {id(c) for c in out}
@@ -53,5 +66,5 @@ class Ranker(Scorer):
         return out
 
     def failure_note(self, exc: BaseException) -> str:
-        code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else "DEADLINE_EXCEEDED"
+        code = exc.code().name if isinstance(exc, grpc.aio.AioRpcError) else type(exc).__name__
         return f"ranking failed ({code}): retrieval order"

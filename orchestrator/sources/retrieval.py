@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
-from orchestrator.pipeline import Candidate
+from orchestrator.pipeline import Candidate, budget
 from orchestrator.query import Deps, RequestQuery
 from orchestrator.source_config import CandidateSource
 from orchestrator.sources.configured import ConfiguredSource, user_query
@@ -48,6 +48,12 @@ class _Calls:
 class RetrievalSource(ConfiguredSource):
     """One configured source (CandidateSource) of a Recommend surface, or an item-anchored source of
     SimilarItems, or the trending source of Trending."""
+
+    def __init__(self, spec: CandidateSource, deps: Deps) -> None:
+        super().__init__(spec, deps)
+        # sources sharing the request's call are held by that call's gRPC deadline, not a timer each; a
+        # source with a budget of its own gets the timer: it holds even sub-millisecond budgets exactly
+        self.timer = bool(spec.timeout_ms)
 
     def requests(self, q: RequestQuery) -> list[pb.SourceRequest]:
         """The SourceRequests of this source for this query (one per picked category with preferred_categories)."""
@@ -108,9 +114,7 @@ class RetrievalSource(ConfiguredSource):
             request.CopyFrom(self._base(q))
             request.k = max(r.k for r in calls.shared)
             request.sources.extend(calls.shared)
-            left = q.remaining()
-            timeout = self.deps.settings.retrieval_timeout_s if left is None else max(
-                min(self.deps.settings.retrieval_timeout_s, left - 0.02), 0.0)
+            timeout = budget(self, q)
             calls.task = asyncio.ensure_future(self.deps.retrieval.Retrieve(request, timeout=timeout))
             calls.started = time.perf_counter()
         resp = await asyncio.shield(calls.task)  # one source's own timeout must not cancel the others' call
@@ -140,6 +144,8 @@ class RetrievalSource(ConfiguredSource):
     def failure_note(self, exc: BaseException) -> str:
         shared = "" if self.spec.timeout_ms else " (the request's shared Retrieve call)"
         if isinstance(exc, grpc.aio.AioRpcError):
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                return f"{self.stage} timed out (DEADLINE_EXCEEDED){shared}: skipped"
             return f"{self.stage} failed ({exc.code().name}){shared}: skipped"
         return ""
 
