@@ -1,7 +1,7 @@
 """`make bench-freshness`: from LogInteractions acknowledged to an answer that reflects it.
 
 Against the running stack: per event, a user's answer is cached, the user purchases its
-top item (a strong event), then two clocks run from the acknowledgement:
+top item (any interaction makes the cached answer stale), then two clocks run from the acknowledgement:
 - recommend: until Recommend (same request, so the cached entry unless invalidated) no
   longer shows the item;
 - features: until the user's Feast online features list the item first among recent
