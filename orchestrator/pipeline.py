@@ -301,10 +301,6 @@ class Pipeline:
     side_effects: Sequence[SideEffect] = ()
     stats: StatsSink | None = None
 
-    def components(self) -> list[Component]:
-        return [*self.query_hydrators, *self.sources, *self.hydrators, *self.filters, *self.scorers,
-                *self.selectors, *self.side_effects]
-
     async def run(self, query: Any) -> list[Candidate]:
         """The query's selected candidates, in the order shown."""
         for h in self.query_hydrators:
@@ -370,21 +366,22 @@ class Pipeline:
         # Sources with a timer run as tasks, concurrently; those without one (sharing one downstream call)
         # are awaited in turn in one more: the first waits for the call, the rest have their answer then.
         # Their records all start now, so each one's latency is the shared call's as it saw it.
+        timed = [s for s in enabled if s.timer]
         untimed = [s for s in enabled if not s.timer]
-        records = {id(s): query.trace.start(s.stage) for s in untimed}
+        records = [query.trace.start(s.stage) for s in untimed]
 
         async def in_turn() -> list[Any]:
-            return [await self._guarded(s, query, 0, lambda s=s: s.fetch(query), out=len, record=records[id(s)])
-                    for s in untimed]
+            return [await self._guarded(s, query, 0, lambda s=s: s.fetch(query), out=len, record=r)
+                    for s, r in zip(untimed, records, strict=True)]
 
-        jobs = [self._guarded(s, query, 0, lambda s=s: s.fetch(query), out=len) for s in enabled if s.timer]
+        jobs = [self._guarded(s, query, 0, lambda s=s: s.fetch(query), out=len) for s in timed]
         if untimed:
             jobs.append(in_turn())
-        done = (await jobs[0],) if len(jobs) == 1 else await asyncio.gather(*jobs)
-        by_source = {id(s): r for s, r in zip([s for s in enabled if s.timer], done, strict=False)}
-        if untimed:
-            by_source.update({id(s): r for s, r in zip(untimed, done[-1], strict=True)})
-        return [(s, by_source[id(s)]) for s in enabled if by_source[id(s)] is not None]
+        done = [await jobs[0]] if len(jobs) == 1 else await asyncio.gather(*jobs)
+        answers = dict(zip(map(id, [*timed, *untimed]), [*done[: len(timed)], *(done[-1] if untimed else [])],
+                           strict=True))
+        # in the pipeline's order, whichever ran first: the merge credits an item to the first source listed
+        return [(s, answers[id(s)]) for s in enabled if answers[id(s)] is not None]
 
     def _filter(self, f: Filter, query: Any, candidates: list[Candidate]) -> list[Candidate]:
         off = f.enable(query)

@@ -3,12 +3,9 @@ enough of them among the candidates; they are shown in score order with the rest
 
 from __future__ import annotations
 
-import math
-
 from orchestrator.pipeline import Candidate, Selector, Slots
 from orchestrator.query import RequestQuery
-from orchestrator.selection import greedy
-from orchestrator.selectors.diversity import diversity
+from orchestrator.selectors.diversity import reserve
 
 
 class PromotedReserve(Selector):
@@ -19,7 +16,4 @@ class PromotedReserve(Selector):
 
     def select(self, q: RequestQuery, ranked: list[Candidate], slots: Slots) -> None:
         promoted = q.params.promoted
-        have = sum(1 for c in slots.chosen if c.item_id in promoted)
-        n = min(math.floor(q.params.reserved_share * slots.k) - have, slots.free)
-        pool = [c for c in ranked if c.item_id in promoted]
-        slots.chosen += greedy(pool, n, diversity(q), [*slots.chosen, *slots.fixed.values()])
+        reserve(q, ranked, slots, lambda c: c.item_id in promoted, q.params.reserved_share)

@@ -4,13 +4,11 @@ diversity caps; quota items are shown in score order with the rest."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 
 from orchestrator.pipeline import Candidate, Selector, Slots
 from orchestrator.query import RequestQuery
-from orchestrator.selection import greedy
-from orchestrator.selectors.diversity import diversity
+from orchestrator.selectors.diversity import reserve
 
 
 def _of(name: str) -> Callable[[Candidate], bool]:
@@ -29,11 +27,6 @@ class SourceQuota(Selector):
         for spec in q.params.sources:
             if not spec.quota:
                 continue
-            mine = _of(spec.name)
-            have = sum(1 for c in slots.chosen if mine(c))
-            n = min(math.floor(spec.quota * slots.k) - have, slots.free)
-            pool = [c for c in ranked if mine(c)]
-            picked = greedy(pool, n, diversity(q), [*slots.chosen, *slots.fixed.values()])
-            slots.chosen += picked
+            picked = reserve(q, ranked, slots, _of(spec.name), spec.quota)
             taken = {c.item_id for c in picked}
             ranked = [c for c in ranked if c.item_id not in taken]

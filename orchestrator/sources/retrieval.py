@@ -10,7 +10,6 @@ call instead of four keeps concurrent requests from queueing behind each other's
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 
 import grpc
@@ -42,7 +41,6 @@ class _Calls:
     shared: list[pb.SourceRequest] = field(default_factory=list)
     slices: dict[str, tuple[int, int]] = field(default_factory=dict)  # source name -> (first, n) of `shared`
     task: asyncio.Task | None = None
-    started: float = 0.0
 
 
 class RetrievalSource(ConfiguredSource):
@@ -116,7 +114,6 @@ class RetrievalSource(ConfiguredSource):
             request.sources.extend(calls.shared)
             timeout = budget(self, q)
             calls.task = asyncio.ensure_future(self.deps.retrieval.Retrieve(request, timeout=timeout))
-            calls.started = time.perf_counter()
         resp = await asyncio.shield(calls.task)  # one source's own timeout must not cancel the others' call
         first, n = calls.slices[self.name]
         return _groups(resp, len(calls.shared))[first : first + n], resp.model_version
