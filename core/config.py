@@ -42,6 +42,8 @@ class Settings:
     # Per-downstream-call timeouts (seconds), capped by the caller's deadline.
     retrieval_timeout_s: float = 0.5
     ranking_timeout_s: float = 0.5
+    # Longest wait for a PostgreSQL connection from the pool (the request's own budget may be less).
+    db_checkout_timeout_s: float = 0.5
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -60,6 +62,7 @@ class Settings:
             cache_ttl_s=int(_env("RECSYS_CACHE_TTL_S", "1800")),
             retrieval_timeout_s=float(_env("RECSYS_RETRIEVAL_TIMEOUT_S", "0.5")),
             ranking_timeout_s=float(_env("RECSYS_RANKING_TIMEOUT_S", "0.5")),
+            db_checkout_timeout_s=float(_env("RECSYS_DB_CHECKOUT_TIMEOUT_S", "0.5")),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:
@@ -82,4 +85,5 @@ class Settings:
             "RECSYS_CACHE_TTL_S": str(self.cache_ttl_s),
             "RECSYS_RETRIEVAL_TIMEOUT_S": str(self.retrieval_timeout_s),
             "RECSYS_RANKING_TIMEOUT_S": str(self.ranking_timeout_s),
+            "RECSYS_DB_CHECKOUT_TIMEOUT_S": str(self.db_checkout_timeout_s),
         }

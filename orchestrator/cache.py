@@ -9,7 +9,8 @@
     write   after the response, for healthy (not degraded), non-debug answers, at the generation
             read before the answer was computed (an interaction logged meanwhile makes it stale)
 
-Redis down: no cache (the lookup marks the answer degraded; the write is skipped).
+Redis down: no cache (the lookup marks the answer degraded; the write is skipped). Once its breaker
+is open (orchestrator/dependencies.py) neither waits on Redis's socket timeout.
 """
 
 from __future__ import annotations
@@ -71,7 +72,8 @@ class RecommendationCache:
         record = q.trace.start("cache:lookup")
         try:
             # the client's socket timeout (0.25 s, orchestrator/service.py) bounds the call: no timer task
-            gen, raw = await cache.get(self.deps.redis, q.user_id, _field(q, req, self.versions.current))
+            async with self.deps.breakers.redis_guard():
+                gen, raw = await cache.get(self.deps.redis, q.user_id, _field(q, req, self.versions.current))
         except Exception as exc:  # noqa: BLE001 - a cache is optional
             record.outcome, record.error = "failed", describe(exc)
             q.trace.degrade(record, f"cache unavailable: {record.error}")
@@ -111,7 +113,8 @@ class CacheWrite(SideEffect):
         # replica's view of the current version catches up
         field = _field(q, q.scratch["request"], response.model_version)
         ttl = self.deps.settings.cache_ttl_s
-        await cache.put(self.deps.redis, q.user_id, field, q.scratch["cache_gen"], value, ttl)
+        async with self.deps.breakers.redis_guard():
+            await cache.put(self.deps.redis, q.user_id, field, q.scratch["cache_gen"], value, ttl)
 
 
 class Exposures(SideEffect):

@@ -4,7 +4,8 @@ interaction: the next Recommend shows it).
 
 Per-interaction status: a batch with some bad entries still stores every valid one;
 each entry's result says accepted, or why not (naming the field). The call fails as
-a whole only for a malformed batch (empty or over the size limit).
+a whole only for a malformed batch (empty or over the size limit), or with UNAVAILABLE when
+PostgreSQL cannot take it; an entry's event_id makes the client's retry idempotent.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ from datetime import UTC, datetime, timedelta
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from core.errors import InvalidArgument
+from core.errors import InvalidArgument, Unavailable
 from orchestrator.convert import INTERACTION_TYPES, from_timestamp
+from orchestrator.dependencies import Breakers
 from orchestrator.validation import check_batch, check_finite, check_id
 from protos import recsys_pb2 as pb
 from storage import cache, streams
@@ -49,13 +51,20 @@ def interaction_from_pb(msg: pb.Interaction, field: str, now: datetime) -> Inter
     ts = from_timestamp(msg.timestamp, msg.HasField("timestamp"))
     if ts is not None and ts > now + FUTURE_TOLERANCE:
         raise InvalidArgument(f"{field}.timestamp", f"is in the future ({ts.isoformat()})")
-    return InteractionRecord(msg.user_id, msg.item_id, kind, value, msg.request_id or None, ts)
+    if msg.event_id:
+        check_id(f"{field}.event_id", msg.event_id)
+    return InteractionRecord(msg.user_id, msg.item_id, kind, value, msg.request_id or None, ts,
+                             event_id=msg.event_id or None)
 
 
 async def log_interactions(
     pool: AsyncConnectionPool, redis: Redis, batch: list[pb.Interaction], cache_ttl_s: int = 1800,
+    breakers: Breakers | None = None,
 ) -> pb.LogInteractionsResponse:
+    """PostgreSQL unavailable (down, or no connection within the checkout timeout): Unavailable, the
+    whole batch; a retry with the same event ids stores nothing twice."""
     check_batch("interactions", len(batch))
+    breakers = breakers or Breakers()
     now = datetime.now(UTC)
     results = [pb.InteractionResult(index=i) for i in range(len(batch))]
     valid: list[tuple[int, InteractionRecord]] = []
@@ -67,33 +76,37 @@ async def log_interactions(
 
     stored: list[tuple[int, InteractionRecord]] = []
     if valid:
-        async with pool.connection() as conn:
-            known = await existing_item_ids(conn, [r.item_id for _, r in valid])
-            for i, r in valid:
-                if r.item_id in known:
-                    stored.append((i, r))
-                else:
-                    results[i].error_code = "NOT_FOUND"
-                    results[i].error = f"interactions[{i}].item_id: no item {r.item_id!r}"
-            if stored:
-                async with conn.transaction():  # new users and their interactions together, or nothing
-                    await ensure_users(conn, [r.user_id for _, r in stored])
-                    ids = await insert_interactions(conn, [r for _, r in stored])
-                for (i, _), interaction_id in zip(stored, ids, strict=True):
-                    results[i].accepted = True
-                    results[i].interaction_id = str(interaction_id)
+        try:
+            async with pool.connection() as conn:
+                known = await existing_item_ids(conn, [r.item_id for _, r in valid])
+                for i, r in valid:
+                    if r.item_id in known:
+                        stored.append((i, r))
+                    else:
+                        results[i].error_code = "NOT_FOUND"
+                        results[i].error = f"interactions[{i}].item_id: no item {r.item_id!r}"
+                if stored:
+                    async with conn.transaction():  # new users and their interactions together, or nothing
+                        await ensure_users(conn, [r.user_id for _, r in stored])
+                        rows = await insert_interactions(conn, [r for _, r in stored])
+                    for (i, _), row in zip(stored, rows, strict=True):
+                        results[i].accepted, results[i].duplicate = True, row.duplicate
+                        results[i].interaction_id = str(row.interaction_id)
+        except Unavailable as exc:
+            raise Unavailable(f"interactions: {exc}; the batch may not be stored: retry it with the same "
+                              "event_id per entry to store each once") from exc
 
     # Durable first; then the stream (the worker pushes features to Feast) and the users' cache
     # generation: the next Recommend recomputes with the new history. Redis trouble here loses
     # nothing: the worker's sweep catches up from PostgreSQL, and the cache expires.
-    events = [Event(results[i].interaction_id, r.user_id, r.item_id, r.type, r.value) for i, r in stored]
-    try:
-        await cache.bump(redis, {e.user_id for e in events}, cache_ttl_s)
-    except Exception as exc:
-        log.warning("cache generation bump failed: %s", exc)
-    try:
-        await streams.publish(redis, events)
-    except Exception as exc:
-        log.warning("stream publish failed: %s", exc)
+    events = [Event(results[i].interaction_id, r.user_id, r.item_id, r.type, r.value)
+              for i, r in stored if not results[i].duplicate]
+    if events:
+        try:
+            async with breakers.redis_guard():
+                await cache.bump(redis, {e.user_id for e in events}, cache_ttl_s)
+                await streams.publish(redis, events)
+        except Exception as exc:  # noqa: BLE001 - see above
+            log.debug("interactions stored; the stream and cache bump skipped: %s", exc)
     n_ok = len(stored)
     return pb.LogInteractionsResponse(accepted=n_ok, rejected=len(batch) - n_ok, results=results)

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from core.config import Settings
 from orchestrator.catalog import Catalog
+from orchestrator.dependencies import Breakers
 from orchestrator.exposures import ExposureLog
 from orchestrator.filter_expr import Filter as Expression
 from orchestrator.pipeline import Trace
@@ -44,6 +45,7 @@ class Deps:
     catalog: Catalog
     exposures: ExposureLog
     stats: Stats
+    breakers: Breakers = field(default_factory=Breakers)  # the pool and the stubs hold theirs; Redis's here
 
 
 @dataclass

@@ -20,6 +20,7 @@ from orchestrator.cache import ModelVersion, RecommendationCache
 from orchestrator.catalog import Catalog
 from orchestrator.config import OrchestratorConfig
 from orchestrator.convert import item_to_pb
+from orchestrator.dependencies import Breakers
 from orchestrator.exposures import ExposureLog
 from orchestrator.hydrators import HISTORY_LIMIT
 from orchestrator.pipeline import Candidate, Pipeline, StageRecord, Trace
@@ -56,11 +57,13 @@ class Recommender:
         self, settings: Settings, pool: AsyncConnectionPool, redis: Redis,
         retrieval: pb_grpc.RetrievalStub, ranking: pb_grpc.RankingStub, catalog: Catalog,
         exposures: ExposureLog, config: OrchestratorConfig | None = None, stats: Stats | None = None,
+        breakers: Breakers | None = None,
     ) -> None:
         self.settings = settings
         self.config = config or OrchestratorConfig()
         self.catalog = catalog
-        self.deps = Deps(settings, pool, redis, retrieval, ranking, catalog, exposures, stats or Stats(redis))
+        self.deps = Deps(settings, pool, redis, retrieval, ranking, catalog, exposures, stats or Stats(redis),
+                         breakers or Breakers())
         self.stats = self.deps.stats
         self.pool, self.redis = pool, redis
         self.versions = ModelVersion(self.deps)

@@ -14,6 +14,7 @@ from core.grpc_server import handles_errors, serve
 from orchestrator import config
 from orchestrator.catalog import Catalog
 from orchestrator.convert import item_from_pb, item_to_pb, user_from_pb, user_to_pb
+from orchestrator.dependencies import Breakers, guarded_channel, guarded_pool, redis_breaker
 from orchestrator.exposures import ExposureLog
 from orchestrator.interactions import log_interactions
 from orchestrator.recommend import Recommender
@@ -21,7 +22,6 @@ from orchestrator.stats import Stats
 from orchestrator.validation import check_batch, check_id
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
-from storage.db import async_pool
 from storage.items import get_item, upsert_items
 from storage.users import get_user, upsert_user
 
@@ -73,7 +73,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self, request: pb.LogInteractionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.LogInteractionsResponse:
         return await log_interactions(self.rec.pool, self.rec.redis, list(request.interactions),
-                                      self.rec.settings.cache_ttl_s)
+                                      self.rec.settings.cache_ttl_s, self.rec.deps.breakers)
 
     @handles_errors
     async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
@@ -117,7 +117,7 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
 
 
 async def run(settings: Settings) -> None:
-    pool = await async_pool(settings.database_url)
+    pool = await guarded_pool(settings.database_url, settings.db_checkout_timeout_s)
     redis = Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
     catalog = Catalog(pool)
     await catalog.refresh()
@@ -125,11 +125,12 @@ async def run(settings: Settings) -> None:
     exposures = ExposureLog(pool)
     stats = Stats(redis)
     background = [asyncio.create_task(t) for t in (catalog.watch(), exposures.run(), stats.run())]
-    retrieval_channel = grpc.aio.insecure_channel(settings.retrieval_addr, options=CHANNEL_OPTIONS)
-    ranking_channel = grpc.aio.insecure_channel(settings.ranking_addr, options=CHANNEL_OPTIONS)
+    retrieval_channel, retrieval_breaker = guarded_channel("retrieval", settings.retrieval_addr, CHANNEL_OPTIONS)
+    ranking_channel, ranking_breaker = guarded_channel("ranking", settings.ranking_addr, CHANNEL_OPTIONS)
+    breakers = Breakers(pool.breaker, redis_breaker(redis), retrieval_breaker, ranking_breaker)
     recommender = Recommender(
         settings, pool, redis, pb_grpc.RetrievalStub(retrieval_channel), pb_grpc.RankingStub(ranking_channel), catalog,
-        exposures, config.load(settings.config_path), stats,
+        exposures, config.load(settings.config_path), stats, breakers,
     )
     background.append(asyncio.create_task(recommender.versions.watch()))
 
@@ -139,6 +140,8 @@ async def run(settings: Settings) -> None:
     async def close() -> None:
         for task in background:
             task.cancel()
+        for b in breakers.all():
+            b.stop()
         await exposures.flush()
         await stats.flush()
         await retrieval_channel.close()

@@ -9,25 +9,45 @@ from psycopg import AsyncConnection
 from storage.records import InteractionRecord
 
 
-async def insert_interactions(conn: AsyncConnection, rows: list[InteractionRecord]) -> list[int]:
-    """Insert in one transaction (callers validated users and items); returns the new ids in order."""
-    ids: list[int] = []
+class Stored(NamedTuple):
+    interaction_id: int
+    duplicate: bool  # its (user_id, event_id) was stored before: this row was not stored again
+
+
+async def insert_interactions(conn: AsyncConnection, rows: list[InteractionRecord]) -> list[Stored]:
+    """Insert in one transaction (callers validated users and items); the stored ids in order. A row
+    whose (user_id, event_id) is already there is not stored again: its first id comes back."""
+    ids: list[int | None] = []
     async with conn.transaction():
         async with conn.cursor() as cur:
             # executemany in pipeline mode: one round trip for the batch, ids back in order.
             await cur.executemany(
-                """INSERT INTO interactions (user_id, item_id, type, value, request_id, ts)
-                   VALUES (%s, %s, %s, %s, %s, COALESCE(%s, now())) RETURNING interaction_id""",
-                [(r.user_id, r.item_id, r.type, r.value, r.request_id, r.ts) for r in rows],
+                """INSERT INTO interactions (user_id, item_id, type, value, request_id, ts, event_id)
+                   VALUES (%s, %s, %s, %s, %s, COALESCE(%s, now()), %s)
+                   ON CONFLICT (user_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
+                   RETURNING interaction_id""",
+                [(r.user_id, r.item_id, r.type, r.value, r.request_id, r.ts, r.event_id) for r in rows],
                 returning=True,
             )
             while True:
-                row = await cur.fetchone()
-                assert row is not None
-                ids.append(row["interaction_id"])
+                row = await cur.fetchone()  # None: the row was there already
+                ids.append(row["interaction_id"] if row else None)
                 if not cur.nextset():
                     break
-    return ids
+        missing = [r for r, i in zip(rows, ids, strict=True) if i is None]
+        earlier = await _event_ids(conn, missing) if missing else {}
+    return [Stored(i, False) if i is not None else Stored(earlier[(r.user_id, r.event_id or "")], True)
+            for r, i in zip(rows, ids, strict=True)]
+
+
+async def _event_ids(conn: AsyncConnection, rows: list[InteractionRecord]) -> dict[tuple[str, str], int]:
+    cur = await conn.execute(
+        """SELECT i.user_id, i.event_id, i.interaction_id FROM interactions i
+           JOIN unnest(%s::text[], %s::text[]) AS k(user_id, event_id)
+             ON i.user_id = k.user_id AND i.event_id = k.event_id""",
+        ([r.user_id for r in rows], [r.event_id for r in rows]),
+    )
+    return {(r["user_id"], r["event_id"]): r["interaction_id"] for r in await cur.fetchall()}
 
 
 async def user_history(conn: AsyncConnection, user_id: str, limit: int = 1000) -> list[str]:

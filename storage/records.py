@@ -43,3 +43,4 @@ class InteractionRecord:
     request_id: str | None = None
     ts: datetime | None = None  # None = now
     interaction_id: int | None = None
+    event_id: str | None = None  # the client's id: unique per user, makes a retry idempotent

@@ -116,3 +116,35 @@ def test_new_arrivals_get_their_quota_and_a_surface_excludes_a_brand(api: pb_grp
         for it in new:
             it.status = pb.RETIRED
         api.UpsertItems(pb.UpsertItemsRequest(items=new), timeout=10)
+
+
+def test_a_retried_interaction_with_its_event_id_is_stored_once(api: pb_grpc.RecommenderStub, stack: Settings) -> None:
+    import psycopg
+
+    user = f"idem-{uuid.uuid4().hex[:8]}"
+    batch = pb.LogInteractionsRequest(interactions=[
+        pb.Interaction(user_id=user, item_id=STAR_WARS, type=pb.CLICK, event_id="e-1"),
+        pb.Interaction(user_id=user, item_id="1", type=pb.VIEW, event_id="e-2"),
+        pb.Interaction(user_id=user, item_id="2", type=pb.VIEW),  # no event id: each call stores it
+    ])
+    first = api.LogInteractions(batch, timeout=10)
+    again = api.LogInteractions(batch, timeout=10)  # the client's retry after, say, a lost answer
+    assert first.accepted == again.accepted == 3
+    assert [r.duplicate for r in first.results] == [False, False, False]
+    assert [r.duplicate for r in again.results] == [True, True, False]
+    assert [r.interaction_id for r in again.results[:2]] == [r.interaction_id for r in first.results[:2]]
+    # the same event id twice in one batch, and the same event id for another user: each user's own
+    other = f"idem-{uuid.uuid4().hex[:8]}"
+    mixed = api.LogInteractions(pb.LogInteractionsRequest(interactions=[
+        pb.Interaction(user_id=other, item_id="3", type=pb.VIEW, event_id="e-1"),
+        pb.Interaction(user_id=other, item_id="3", type=pb.VIEW, event_id="e-1"),
+    ]), timeout=10)
+    assert [r.duplicate for r in mixed.results] == [False, True]
+    assert mixed.results[0].interaction_id == mixed.results[1].interaction_id
+    with psycopg.connect(stack.database_url) as conn:
+        counts = dict(conn.execute("SELECT user_id, count(*) FROM interactions WHERE user_id IN (%s, %s) "
+                                   "GROUP BY user_id", (user, other)).fetchall())
+    assert counts == {user: 4, other: 1}
+    bad = api.LogInteractions(pb.LogInteractionsRequest(interactions=[
+        pb.Interaction(user_id=user, item_id="1", type=pb.VIEW, event_id="x" * 200)]), timeout=10)
+    assert bad.results[0].error_code == "INVALID_ARGUMENT" and "event_id" in bad.results[0].error
