@@ -1,7 +1,8 @@
 """Running a grpc.aio server the same way for every service.
 
 Each server gets health checking (grpc.health.v1), server reflection, and a clean
-shutdown on SIGTERM / SIGINT: stop accepting, finish in-flight calls within a grace.
+shutdown on SIGTERM / SIGINT: health says NOT_SERVING, new calls are refused with UNAVAILABLE
+(a client retries them elsewhere), the calls in flight finish within a grace, then it stops.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import functools
 import gc
 import logging
 import signal
+import time
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -33,7 +36,8 @@ async def serve(
     grace_s: float = 5.0,
 ) -> None:
     """Serve until SIGTERM/SIGINT. service_names are short names from recsys.proto ("Retrieval")."""
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+    drain = Drain()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[drain])
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -52,11 +56,66 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
-    log.info("shutting down %s", addr)
+    log.info("shutting down %s: draining %d calls in flight", addr, drain.in_flight)
     await health_servicer.enter_graceful_shutdown()
+    await drain.drain(grace_s)
     await server.stop(grace_s)
     if on_shutdown is not None:
         await on_shutdown()
+
+
+class Drain(grpc.aio.ServerInterceptor):
+    """Counts the calls in flight; once draining, refuses new ones with UNAVAILABLE.
+
+    grpc.aio's own `server.stop(grace)` lets the calls our handlers have started finish, but cancels
+    the calls gRPC has received and not yet handed to them (CANCELLED, which no client retries): under
+    load that was most of them. Draining first hands every queued call to a handler that refuses it,
+    with a status a client retries, before the server stops.
+    """
+
+    QUIET_S = 0.05  # no call started or refused for this long: gRPC's queue is empty
+
+    def __init__(self) -> None:
+        self.draining = False
+        self.in_flight = 0
+        self._last_arrival = 0.0
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None or details.method.startswith("/grpc.health"):
+            return handler
+        self._last_arrival = time.monotonic()
+        if self.draining:
+            return _REFUSE
+        behaviour = handler.unary_unary
+
+        async def counted(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            self.in_flight += 1
+            try:
+                return await behaviour(request, context)
+            finally:
+                self.in_flight -= 1
+
+        return grpc.unary_unary_rpc_method_handler(
+            counted, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    async def drain(self, grace_s: float) -> None:
+        """Refuse new calls; return once none is in flight and none arrives, or after grace_s."""
+        self.draining = True
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            if self.in_flight == 0 and time.monotonic() - self._last_arrival > self.QUIET_S:
+                return
+            await asyncio.sleep(0.01)
+        log.warning("%d calls still in flight after %.1f s of draining", self.in_flight, grace_s)
+
+
+async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
+    await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is shutting down: retry on another replica")
+
+
+_REFUSE = grpc.unary_unary_rpc_method_handler(_refuse)
 
 
 def freeze_loaded_objects() -> None:

@@ -55,3 +55,71 @@ def test_a_hot_swap_frees_the_old_version_although_startup_objects_are_frozen(
         assert slot.refresh() and ranker() is None
     finally:
         gc.unfreeze()
+
+
+SLOW_SERVER = """
+import asyncio, sys
+import grpc
+from core.grpc_server import serve
+from protos import recsys_pb2 as pb, recsys_pb2_grpc as pb_grpc
+
+class Slow(pb_grpc.RankingServicer):
+    async def Rank(self, request, context):
+        await asyncio.sleep(0.3)
+        return pb.RankResponse(model_version="done")
+
+asyncio.run(serve(sys.argv[1], ["Ranking"], lambda s: pb_grpc.add_RankingServicer_to_server(Slow(), s)))
+"""
+
+
+def test_sigterm_drains_calls_in_flight_and_refuses_new_ones_with_unavailable(tmp_path: Path) -> None:
+    """A graceful stop under load: every call either finishes or is refused with UNAVAILABLE (which a
+    client retries); none is CANCELLED (gRPC's own stop cancels the calls it queued, ~60% of them)."""
+    import asyncio
+    import collections
+    import signal
+    import subprocess
+    import sys
+
+    import grpc
+
+    from core.config import ROOT
+    from protos import recsys_pb2 as pb
+    from protos import recsys_pb2_grpc as pb_grpc
+    from recsys.processes import is_serving
+    from tests.conftest import free_port
+
+    addr = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, addr], cwd=ROOT)
+    try:
+        for _ in range(200):
+            if is_serving(addr, 0.2):
+                break
+            assert proc.poll() is None
+        codes: collections.Counter[str] = collections.Counter()
+
+        async def load() -> None:
+            async with grpc.aio.insecure_channel(addr) as channel:
+                stub = pb_grpc.RankingStub(channel)
+
+                async def one() -> None:
+                    try:
+                        await stub.Rank(pb.RankRequest(), timeout=5)
+                        codes["OK"] += 1
+                    except grpc.aio.AioRpcError as exc:
+                        codes[exc.code().name] += 1
+
+                calls = [asyncio.create_task(one()) for _ in range(30)]
+                await asyncio.sleep(0.1)  # all of them sent, the first ones sleeping in the handler
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.05)
+                calls += [asyncio.create_task(one()) for _ in range(10)]  # during the drain
+                await asyncio.gather(*calls)
+
+        asyncio.run(load())
+        assert proc.wait(10) == 0
+        assert codes["OK"] > 0 and codes["UNAVAILABLE"] > 0, codes
+        assert set(codes) == {"OK", "UNAVAILABLE"}, codes
+    finally:
+        if proc.poll() is None:
+            proc.kill()
