@@ -4,7 +4,7 @@ RECSYS  := .venv/bin/recsys
 STAMP   := .venv/.installed
 PROTOS  := protos/recsys_pb2.py
 
-.PHONY: setup protos data train features serve stop demo test lint bench bench-freshness bench-scale loadtest clean
+.PHONY: setup protos data train features serve stop demo test lint bench bench-freshness bench-scale chaos loadtest clean
 
 setup: $(STAMP) $(PROTOS)
 
@@ -53,6 +53,10 @@ bench: setup
 # LogInteractions acknowledged -> Recommend and Feast features reflect it (stack running).
 bench-freshness: setup
 	$(PY) -m loadtest.freshness
+
+# Each dependency killed in turn under load (stack running; docs/reliability.md; about 2 minutes).
+chaos: setup
+	$(PY) -m loadtest.chaos
 
 # FAISS at 1M / 10M synthetic items and Retrieve over gRPC at 1M (docs/scale.md; minutes).
 bench-scale: setup

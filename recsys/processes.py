@@ -27,7 +27,7 @@ def address(settings: Settings, name: str) -> str:
             "orchestrator": settings.orchestrator_addr, "worker": settings.worker_addr}[name]
 
 
-def _pid_file(settings: Settings, name: str) -> Path:
+def pid_file(settings: Settings, name: str) -> Path:
     return settings.var_dir / "run" / f"{name}.pid"
 
 
@@ -55,7 +55,7 @@ def start(settings: Settings, name: str, timeout_s: float = 120.0) -> subprocess
         stdin=subprocess.DEVNULL, cwd=ROOT, start_new_session=True,  # survives the CLI's exit and Ctrl-C
     )
     log.close()
-    _pid_file(settings, name).write_text(str(proc.pid))
+    pid_file(settings, name).write_text(str(proc.pid))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -74,11 +74,11 @@ def start_all(settings: Settings) -> None:
 
 def stop(settings: Settings, name: str, timeout_s: float = 15.0) -> bool:
     """SIGTERM (graceful), then SIGKILL after timeout_s. True when something was stopped."""
-    pid_file = _pid_file(settings, name)
-    if not pid_file.exists():
+    path = pid_file(settings, name)
+    if not path.exists():
         return False
-    pid = int(pid_file.read_text())
-    pid_file.unlink()
+    pid = int(path.read_text())
+    path.unlink()
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
