@@ -15,6 +15,7 @@ on free ports, with the schema migrated.
 
 OwnedServers:
     database_url, redis_url         the `recsys` database (migrated) and Redis db 0
+    var_dir                         the servers' files (postgres/, redis/); directory: the services'
     settings(**overrides)           core.config.Settings pointing at them
     stop_postgres(), start_postgres(), restart_postgres()
     stop_redis(kill=False)          kill=True is a crash (SIGKILL): only the append-only file survives
@@ -22,12 +23,14 @@ OwnedServers:
     restart_redis(kill=False), restart_redis_empty()
 
 Each stop/start blocks until it is done (a start: until the server answers); both servers
-are stopped when the block exits. `owned_servers(dir, postgres=False)` starts only Redis.
+are stopped and their data deleted when the block exits. `owned_servers(dir, postgres=False)` starts only Redis.
 PostgreSQL takes a few seconds to initialize, so share one per module where tests allow.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,17 +47,13 @@ from tests.conftest import free_port
 
 @dataclass
 class OwnedServers:
-    directory: Path
+    directory: Path  # the services' files (settings().var_dir)
+    var_dir: Path  # the embedded servers' files (postgres/, redis/)
     pg_port: int
     redis_port: int
     database_url: str = ""
     redis_url: str = ""
     feast_project: str = field(default_factory=lambda: f"f{uuid.uuid4().hex[:8]}")
-
-    @property
-    def var_dir(self) -> Path:
-        """The embedded servers' files (postgres/, redis/)."""
-        return self.directory / "servers"
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings for these servers; services get free ports, files go under `directory`/app."""
@@ -100,8 +99,13 @@ class OwnedServers:
 
 @contextmanager
 def owned_servers(directory: Path, postgres: bool = True) -> Iterator[OwnedServers]:
-    """Start a PostgreSQL (migrated) and a Redis in `directory`; stop both afterwards."""
-    servers = OwnedServers(directory, pg_port=free_port(), redis_port=free_port())
+    """Start a PostgreSQL (migrated) and a Redis; stop and delete both afterwards.
+
+    Their data lives in a directory of its own, not under `directory`: as root, PostgreSQL runs
+    as another user that must traverse the path to it, and every pytest run resets its temporary
+    root (/tmp/pytest-of-<user>) to mode 0700, which would lock a running server out of its data.
+    """
+    servers = OwnedServers(directory, Path(tempfile.mkdtemp(prefix="recsys-faults-")), free_port(), free_port())
     try:
         if postgres:
             servers.start_postgres()
@@ -109,7 +113,10 @@ def owned_servers(directory: Path, postgres: bool = True) -> Iterator[OwnedServe
         servers.start_redis()
         yield servers
     finally:
-        embedded.stop_servers(Settings(var_dir=servers.var_dir))
+        try:
+            embedded.stop_servers(Settings(var_dir=servers.var_dir))
+        finally:
+            shutil.rmtree(servers.var_dir, ignore_errors=True)
 
 
 def eventually(check: Callable[[], bool], timeout_s: float = 10.0, every_s: float = 0.05) -> float:
