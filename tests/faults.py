@@ -34,7 +34,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -106,17 +106,15 @@ def owned_servers(directory: Path, postgres: bool = True) -> Iterator[OwnedServe
     root (/tmp/pytest-of-<user>) to mode 0700, which would lock a running server out of its data.
     """
     servers = OwnedServers(directory, Path(tempfile.mkdtemp(prefix="recsys-faults-")), free_port(), free_port())
-    try:
+    with ExitStack() as cleanup:  # each step runs even when one before it failed
+        cleanup.callback(shutil.rmtree, servers.var_dir, ignore_errors=True)
+        cleanup.callback(embedded.stop_redis, servers.var_dir)
+        cleanup.callback(embedded.stop_postgres, servers.var_dir)
         if postgres:
             servers.start_postgres()
             migrate(servers.database_url)
         servers.start_redis()
         yield servers
-    finally:
-        try:
-            embedded.stop_servers(Settings(var_dir=servers.var_dir))
-        finally:
-            shutil.rmtree(servers.var_dir, ignore_errors=True)
 
 
 def eventually(check: Callable[[], bool], timeout_s: float = 10.0, every_s: float = 0.05) -> float:
