@@ -1,8 +1,9 @@
 """PostgreSQL and Redis of a test's own, that it may really stop, restart and wipe.
 
 The session's servers (conftest.py) are shared by every module, so a fault test gets its
-own: the project's embedded servers (recsys/embedded.py), in a directory of the test's,
-on free ports, with the schema migrated.
+own: the project's embedded servers (recsys/embedded.py) on free ports, with the schema
+migrated, their data in a temporary directory of their own (the services' files go under
+the directory given).
 
     from tests.faults import eventually, owned_servers
 
@@ -23,8 +24,9 @@ OwnedServers:
     restart_redis(kill=False), restart_redis_empty()
 
 Each stop/start blocks until it is done (a start: until the server answers); both servers
-are stopped and their data deleted when the block exits. `owned_servers(dir, postgres=False)` starts only Redis.
-PostgreSQL takes a few seconds to initialize, so share one per module where tests allow.
+are stopped and their data deleted when the block exits. `owned_servers(dir, postgres=False)`
+starts only Redis. PostgreSQL takes about a second to initialize and start (Redis a tenth of
+that), so share one per module where the tests allow.
 """
 
 from __future__ import annotations
