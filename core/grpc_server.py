@@ -34,8 +34,13 @@ async def serve(
     register: Registrar,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     grace_s: float = 5.0,
+    healthy: Callable[[], bool] | None = None,
 ) -> None:
-    """Serve until SIGTERM/SIGINT. service_names are short names from recsys.proto ("Retrieval")."""
+    """Serve until SIGTERM/SIGINT. service_names are short names from recsys.proto ("Retrieval").
+
+    healthy: when given, the health status follows it (SERVING / NOT_SERVING, polled), for a
+    service that cannot do its work while a server it needs is away.
+    """
     drain = Drain()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[drain])
     register(server)
@@ -46,9 +51,13 @@ async def serve(
     if server.add_insecure_port(addr) == 0:
         raise RuntimeError(f"cannot listen on {addr}: address in use?")
     freeze_loaded_objects()
+    names = [*full_names, ""]
+    serving = healthy is None or healthy()
+    await _set_health(health_servicer, names, serving)  # before the first call
     await server.start()
-    for name in [*full_names, ""]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    watcher = None
+    if healthy is not None:
+        watcher = asyncio.create_task(_follow_health(health_servicer, names, healthy, serving))
     log.info("serving %s on %s", ", ".join(service_names), addr)
 
     stop = asyncio.Event()
@@ -57,6 +66,8 @@ async def serve(
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("shutting down %s: draining %d calls in flight", addr, drain.in_flight)
+    if watcher is not None:
+        watcher.cancel()
     await health_servicer.enter_graceful_shutdown()
     await drain.drain(grace_s)
     await server.stop(grace_s)
@@ -116,6 +127,23 @@ async def _refuse(request: Any, context: grpc.aio.ServicerContext) -> None:
 
 
 _REFUSE = grpc.unary_unary_rpc_method_handler(_refuse)
+
+
+async def _set_health(servicer: health.aio.HealthServicer, names: list[str], serving: bool) -> None:
+    status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+    for name in names:
+        await servicer.set(name, status)
+
+
+async def _follow_health(
+    servicer: health.aio.HealthServicer, names: list[str], healthy: Callable[[], bool], serving: bool,
+    every_s: float = 0.2,
+) -> None:
+    while True:
+        await asyncio.sleep(every_s)
+        if healthy() != serving:
+            serving = not serving
+            await _set_health(servicer, names, serving)
 
 
 def freeze_loaded_objects() -> None:

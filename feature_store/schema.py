@@ -16,6 +16,16 @@ TIMESTAMP_FIELD = "event_timestamp"
 # Redis key bumped after every materialization so serving processes refresh caches.
 VERSION_KEY = "recsys:features:version"
 
+
+def synced_key(project: str) -> str:
+    """Redis key: unix time up to which the project's online user features reflect PostgreSQL.
+
+    materialize() sets it, the real-time worker's sweeps advance it. It lives in the online
+    store itself, so it is lost or rolled back with the data it describes: missing means the
+    store was wiped (the worker rebuilds it), older means Redis came back from an older copy.
+    """
+    return f"recsys:features:{project}:synced_at"
+
 RECENT_ITEMS_LIMIT = 50
 RECENT_POPULARITY_DAYS = 7
 INTERACTION_TYPES = ("view", "click", "add_to_cart", "purchase", "rating", "like")

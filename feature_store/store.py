@@ -16,7 +16,7 @@ import redis
 
 from core.config import Settings
 from feature_store.repo_config import repo_config
-from feature_store.schema import ITEM_DEFAULTS, USER_DEFAULTS, VERSION_KEY
+from feature_store.schema import ITEM_DEFAULTS, USER_DEFAULTS, VERSION_KEY, synced_key
 from feature_store.tables import build_feature_tables
 
 if TYPE_CHECKING:
@@ -41,7 +41,8 @@ def apply(settings: Settings, store: feast.FeatureStore | None = None) -> None:
 
 
 def materialize(settings: Settings) -> int:
-    """Rebuild the feature tables, load them all into Redis, bump the version key.
+    """Rebuild the feature tables, load them all into Redis, bump the version key and set
+    the sync marker (schema.synced_key) to the build time.
 
     Returns the number of rows materialized (users + items).
     """
@@ -53,7 +54,10 @@ def materialize(settings: Settings) -> int:
     store.materialize(start_date=_EPOCH, end_date=as_of + timedelta(days=1))
     client = redis.Redis.from_url(settings.redis_url)
     try:
-        client.set(VERSION_KEY, str(time.time_ns()))
+        with client.pipeline(transaction=True) as pipe:
+            pipe.set(VERSION_KEY, str(time.time_ns()))
+            pipe.set(synced_key(settings.feast_project), repr(as_of.timestamp()))
+            pipe.execute()
     finally:
         client.close()
     return sum(counts.values())

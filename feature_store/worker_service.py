@@ -1,5 +1,7 @@
 """The real-time worker as a service process: the push loop in a thread, a gRPC health
-endpoint beside it (so it is started, watched and stopped like the other services)."""
+endpoint beside it (so it is started, watched and stopped like the other services). The
+health check says NOT_SERVING until the worker has reached Redis and PostgreSQL, and again
+while either is away (feature_store/push_worker.py, "Faults")."""
 
 from __future__ import annotations
 
@@ -26,4 +28,4 @@ async def run(settings: Settings) -> None:
         worker.close()
         log.info("worker stopped after %d stream entries", worker.processed)
 
-    await serve(settings.worker_addr, [], lambda server: None, on_shutdown=shutdown)
+    await serve(settings.worker_addr, [], lambda server: None, on_shutdown=shutdown, healthy=lambda: worker.healthy)

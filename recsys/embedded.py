@@ -10,9 +10,13 @@ settings pointing at servers that ship inside Python packages:
   `var_dir/redis`, listening on 127.0.0.1:$RECSYS_EMBEDDED_REDIS_PORT (default 56379).
 
 Both run detached: they outlive the command that started them, so later commands and
-the services reuse them. `stop_servers` (the CLI's `down`) stops them. Every call
-takes a lock file in var_dir, so concurrent commands neither start two servers nor
-stop one that another is starting.
+the services reuse them. `stop_servers` (the CLI's `down`) stops them; `start_postgres`,
+`stop_postgres`, `start_redis` and `stop_redis` act on one of them (tests/faults.py
+restarts them under a running service). Every call takes a lock file in var_dir, so
+concurrent commands neither start two servers nor stop one that another is starting.
+
+Redis persists (RDB snapshots and an append-only file), so a graceful stop, and even a
+crash, keeps the online store, the interactions stream and its consumer group.
 
 PostgreSQL refuses to run as root. When this process is root, the server runs as the
 unprivileged system user `embedded_postgres` (created with useradd if missing, the
@@ -58,6 +62,8 @@ STOP_TIMEOUT_S = 60.0
 
 POSTGRES = "postgres"
 REDIS = "redis"
+RDB_FILE = "dump.rdb"
+AOF_FILE = "appendonly.aof"
 
 
 class EmbeddedServerError(RuntimeError):
@@ -92,6 +98,50 @@ def stop_servers(settings: Settings) -> list[str]:
         if _stop_redis(settings.var_dir):
             stopped.append(REDIS)
     return stopped
+
+
+def start_postgres(var_dir: Path, port: int | None = None) -> str:
+    """Start the embedded PostgreSQL of var_dir (or reuse it when it runs); returns its URL.
+
+    port: where a new server listens (default $RECSYS_EMBEDDED_PG_PORT, else 55432).
+    """
+    with _locked(var_dir):
+        return _ensure_postgres(var_dir, port)
+
+
+def stop_postgres(var_dir: Path) -> bool:
+    """Stop the embedded PostgreSQL of var_dir (fast shutdown); False when none ran."""
+    with _locked(var_dir):
+        return _stop_postgres(var_dir)
+
+
+def start_redis(var_dir: Path, port: int | None = None) -> str:
+    """Start the embedded Redis of var_dir (or reuse it when it runs); returns its URL.
+
+    port: where a new server listens (default $RECSYS_EMBEDDED_REDIS_PORT, else 56379).
+    """
+    with _locked(var_dir):
+        return _ensure_redis(var_dir, port)
+
+
+def stop_redis(var_dir: Path, kill: bool = False) -> bool:
+    """Stop the embedded Redis of var_dir; False when none ran.
+
+    A graceful stop (SIGTERM) writes a final snapshot; kill=True is a crash (SIGKILL), after
+    which only what the append-only file holds survives.
+    """
+    with _locked(var_dir):
+        return _stop_redis(var_dir, kill)
+
+
+def remove_redis_data(var_dir: Path) -> None:
+    """Delete the stopped embedded Redis's snapshot and append-only file: it next starts empty."""
+    with _locked(var_dir):
+        rdir = _redis_dir(var_dir)
+        if _redis_process(rdir) is not None:
+            raise EmbeddedServerError(f"embedded Redis ({rdir}) is running: stop it before removing its data")
+        for name in (RDB_FILE, AOF_FILE):
+            (rdir / name).unlink(missing_ok=True)
 
 
 def embedded_status(settings: Settings) -> dict[str, str]:
@@ -134,19 +184,20 @@ def _pg_bin(name: str) -> Path:
     return path
 
 
-def _ensure_postgres(var_dir: Path) -> str:
+def _ensure_postgres(var_dir: Path, port: int | None = None) -> str:
     pgdata = _pg_dir(var_dir)
-    port = _postgres_answering(pgdata, wait_s=START_TIMEOUT_S)
-    if port is None:
-        port = _port_from_env(PG_PORT_ENV, DEFAULT_PG_PORT)
+    running = _postgres_answering(pgdata, wait_s=START_TIMEOUT_S)
+    if running is not None:
+        port = running
+        log.info("reusing embedded PostgreSQL on port %d", port)
+    else:
+        port = port or _port_from_env(PG_PORT_ENV, DEFAULT_PG_PORT)
         _require_free_port(port, "PostgreSQL", PG_PORT_ENV)
         if not (pgdata / "PG_VERSION").exists():
             _initdb(pgdata)
         t0 = time.monotonic()
         _start_postgres(pgdata, port)
         log.info("embedded PostgreSQL started on port %d in %.1fs", port, time.monotonic() - t0)
-    else:
-        log.info("reusing embedded PostgreSQL on port %d", port)
     _create_database(port)
     return _pg_url(port)
 
@@ -416,17 +467,21 @@ def _redis_server_bin() -> Path:
     )
 
 
-def _ensure_redis(var_dir: Path) -> str:
+def _ensure_redis(var_dir: Path, port: int | None = None) -> str:
     rdir = _redis_dir(var_dir)
-    port = _redis_answering(rdir, wait_s=START_TIMEOUT_S)
-    if port is not None:
-        log.info("reusing embedded Redis on port %d", port)
-        return _redis_url(port)
-    port = _port_from_env(REDIS_PORT_ENV, DEFAULT_REDIS_PORT)
+    running = _redis_answering(rdir, wait_s=START_TIMEOUT_S)
+    if running is not None:
+        log.info("reusing embedded Redis on port %d", running)
+        return _redis_url(running)
+    port = port or _port_from_env(REDIS_PORT_ENV, DEFAULT_REDIS_PORT)
     _require_free_port(port, "Redis", REDIS_PORT_ENV)
     rdir.mkdir(parents=True, exist_ok=True)
     logfile = rdir / "redis.log"
     (rdir / "redis.pid").unlink(missing_ok=True)
+    # Redis started with appendonly on loads only the append-only file: over a data directory
+    # that holds just a snapshot (written before the file was configured) it would start empty.
+    # Then it starts from the snapshot and turns the file on at run time, which writes it.
+    aof_on_start = (rdir / AOF_FILE).exists() or not (rdir / RDB_FILE).exists()
 
     def q(path: Path) -> str:
         return json.dumps(str(path.resolve()), ensure_ascii=False)
@@ -440,9 +495,17 @@ def _ensure_redis(var_dir: Path) -> str:
         f"dir {q(rdir)}\n"
         f"pidfile {q(rdir / 'redis.pid')}\n"
         f"logfile {q(logfile)}\n"
-        "dbfilename dump.rdb\n"
-        "save 3600 1 300 100 60 10000\n"
-        "appendonly no\n"
+        f"dbfilename {RDB_FILE}\n"
+        # One `save` line per pair: redis-server 6.2 ignores the several-pairs-on-one-line form
+        # (CONFIG GET save gave ''), and then not even a graceful stop wrote a snapshot.
+        "save 3600 1\n"
+        "save 300 100\n"
+        "save 60 10000\n"
+        # Snapshots alone lose up to an hour of pushes and stream entries on a crash; the
+        # append-only file, flushed every second, loses at most about a second of them.
+        f"appendonly {'yes' if aof_on_start else 'no'}\n"
+        f"appendfilename {AOF_FILE}\n"
+        "appendfsync everysec\n"
     )
     t0 = time.monotonic()
     cmd = [str(_redis_server_bin()), str((rdir / "redis.conf").resolve())]
@@ -471,8 +534,25 @@ def _ensure_redis(var_dir: Path) -> str:
                 f"{START_TIMEOUT_S:.0f}s; see its log {logfile}\n{_log_tail(logfile)}"
             )
         time.sleep(0.05)
+    if not aof_on_start:
+        client = redis.Redis(host=HOST, port=port, socket_timeout=30)
+        try:
+            client.config_set("appendonly", "yes")  # the next start finds the file and loads it
+            # Until that first file is written Redis refuses to shut down ("Writing initial AOF").
+            while _aof_being_written(client):
+                if time.monotonic() >= deadline:
+                    raise EmbeddedServerError(f"embedded Redis on {HOST}:{port}: the append-only file was not "
+                                              f"written within {START_TIMEOUT_S:.0f}s; see its log {logfile}")
+                time.sleep(0.05)
+        finally:
+            client.close()
     log.info("embedded Redis started on port %d in %.2fs", port, time.monotonic() - t0)
     return _redis_url(port)
+
+
+def _aof_being_written(client: redis.Redis) -> bool:
+    info = client.info("persistence")
+    return bool(info.get("aof_rewrite_in_progress") or info.get("aof_rewrite_scheduled"))
 
 
 def _redis_process(rdir: Path) -> tuple[int, int] | None:
@@ -514,14 +594,14 @@ def _redis_answering(rdir: Path, wait_s: float) -> int | None:
         time.sleep(0.1)
 
 
-def _stop_redis(var_dir: Path) -> bool:
+def _stop_redis(var_dir: Path, kill: bool = False) -> bool:
     rdir = _redis_dir(var_dir)
     found = _redis_process(rdir)
     if found is None:
         return False
     pid, _ = found
     with contextlib.suppress(ProcessLookupError):
-        os.kill(pid, signal.SIGTERM)  # Redis saves its snapshot and exits
+        os.kill(pid, signal.SIGKILL if kill else signal.SIGTERM)  # SIGTERM: Redis saves its snapshot and exits
     _wait_dead(pid, STOP_TIMEOUT_S, "Redis", kill=True)
     (rdir / "redis.pid").unlink(missing_ok=True)
     return True
@@ -576,11 +656,21 @@ def _pid_alive(pid: int) -> bool:
         return False
     except PermissionError:
         pass
+    # Every thread counts: the main thread of a killed multi-threaded server (Redis) turns
+    # zombie before its other threads end, and until they do its sockets stay open.
     try:
-        stat_line = Path(f"/proc/{pid}/stat").read_text()
-        return stat_line.rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
         return True
+    for task in tasks:
+        try:
+            if (task / "stat").read_text().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                return True
+        except OSError:
+            continue  # that thread just ended
+        except IndexError:
+            return True
+    return False
 
 
 def _wait_dead(pid: int, timeout: float, what: str, kill: bool = False) -> None:
