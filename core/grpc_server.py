@@ -3,6 +3,11 @@
 Each server gets health checking (grpc.health.v1), server reflection, and a clean
 shutdown on SIGTERM / SIGINT: health says NOT_SERVING, new calls are refused with UNAVAILABLE
 (a client retries them elsewhere), the calls in flight finish within a grace, then it stops.
+
+Errors, the same on every server: a request whose bytes do not parse is INVALID_ARGUMENT
+(RejectMalformed: grpc.aio would answer UNKNOWN and log a traceback per request); a servicer's
+RecsysError is its status (handles_errors), and anything else INTERNAL with its traceback logged
+once. What a client can provoke is logged in one brief line, rate-limited.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import gc
+import inspect
 import logging
 import signal
 import time
@@ -21,11 +27,18 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from core.errors import RecsysError
+from core.log_limit import RateLimitedLog
 from protos import recsys_pb2
 
 log = logging.getLogger(__name__)
+_client_errors = RateLimitedLog(log)
 
 Registrar = Callable[[grpc.aio.Server], None]
+MAX_REQUEST_BYTES = 4 * 1024 * 1024  # gRPC's default, stated: a larger request is RESOURCE_EXHAUSTED
+SERVER_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.so_reuseport", 0),
+    ("grpc.max_receive_message_length", MAX_REQUEST_BYTES),
+]
 
 
 async def serve(
@@ -41,8 +54,8 @@ async def serve(
     healthy: when given, the health status follows it (SERVING / NOT_SERVING, polled), for a
     service that cannot do its work while a server it needs is away.
     """
-    drain = Drain()
-    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)], interceptors=[drain])
+    drain = Drain()  # outermost: while draining, a call is refused before anything else runs
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[drain, *(make() for make in INTERCEPTORS)])
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -160,14 +173,88 @@ def freeze_loaded_objects() -> None:
     gc.enable()  # `recsys serve` disables it while the service loads
 
 
+_CLIENT_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
+
+
 def handles_errors(method: Callable) -> Callable:
-    """Servicer-method decorator: a RecsysError becomes its gRPC status with its message."""
+    """Servicer-method decorator: a RecsysError becomes its gRPC status with its message (logged in one
+    line, rate-limited); any other exception is a bug: INTERNAL, its traceback logged once."""
+    name = method.__name__
 
     @functools.wraps(method)
     async def wrapper(self: object, request: object, context: grpc.aio.ServicerContext) -> object:
         try:
             return await method(self, request, context)
         except RecsysError as exc:
+            level = logging.INFO if exc.code in _CLIENT_CODES else logging.WARNING
+            _client_errors.log(level, f"{name}:{exc.code.name}", "%s: %s %.200s", name, exc.code.name, exc)
             await context.abort(exc.code, str(exc))
+        except grpc.aio.AbortError:  # the method aborted with a status of its own
+            raise
+        except Exception as exc:
+            log.exception("%s failed", name)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error ({type(exc).__name__})")
 
     return wrapper
+
+
+class _Malformed:
+    """What the request deserializer hands on when the bytes do not parse."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+
+class RejectMalformed(grpc.aio.ServerInterceptor):
+    """Requests whose bytes do not parse (b"\x80", invalid UTF-8 in a string) get INVALID_ARGUMENT.
+
+    grpc.aio calls the deserializer outside the servicer and answers its exception with UNKNOWN and a
+    logged traceback. Here each unary request's deserializer returns a marker instead, and the method's
+    behaviour aborts on it. Handlers are wrapped once per method (cached: one interceptor per server)."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, grpc.RpcMethodHandler] = {}
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if method in self._wrapped:
+            return self._wrapped[method]
+        handler = await continuation(handler_call_details)
+        if handler is not None and handler.unary_unary is not None and handler.request_deserializer is not None:
+            handler = grpc.unary_unary_rpc_method_handler(
+                _rejecting(handler.unary_unary, method), _tolerant(handler.request_deserializer),
+                handler.response_serializer)
+        if handler is not None:
+            self._wrapped[method] = handler
+        return handler
+
+
+def _tolerant(deserialize: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
+    def parse(raw: bytes) -> Any:
+        try:
+            return deserialize(raw)
+        except Exception as exc:  # DecodeError, and whatever else the bytes provoke: the client's bytes
+            return _Malformed(str(exc) or type(exc).__name__)
+
+    return parse
+
+
+def _rejecting(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if isinstance(request, _Malformed):
+            _client_errors.info(f"{method}:malformed", "%s: INVALID_ARGUMENT malformed request: %.200s",
+                                method, request.error)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"request: malformed protobuf ({request.error})")
+        result = behavior(request, context)
+        return await result if inspect.isawaitable(result) else result
+
+    return handle
+
+
+# Every server built by serve() runs one of each (a list, so another concern adds its own without touching serve()).
+INTERCEPTORS: list[Callable[[], grpc.aio.ServerInterceptor]] = [RejectMalformed]

@@ -35,7 +35,7 @@ class SegmentConfig:
 def age_band(value: Any) -> str | None:
     try:
         age = float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an integer too large for a float
         return None
     if age < 0 or age != age:
         return None

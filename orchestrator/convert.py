@@ -8,10 +8,18 @@ from typing import Any
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
 
 from core.errors import InvalidArgument
+from core.validation import MAX_NAME_LEN, check_count, check_finite, check_id, check_struct, check_text, check_timestamp
 from orchestrator.preferences import check_preferences
-from orchestrator.validation import check_finite, check_id
 from protos import recsys_pb2 as pb
 from storage.records import ItemRecord, UserRecord
+
+# What one item or user may hold (docs/api-limits.md): every replica keeps the catalogue in memory and
+# answers carry it, so a 3.5 MB description costs memory everywhere and breaks clients' message limits.
+MAX_TITLE_LEN = 500
+MAX_DESCRIPTION_LEN = 10_000
+MAX_CATEGORIES = 32
+MAX_ATTRIBUTES_BYTES = 16 * 1024
+MAX_USER_STRUCT_BYTES = 4 * 1024  # demographics, preferences: sent to retrieval and ranking per request
 
 _STATUS_TO_DB = {pb.ITEM_STATUS_UNSPECIFIED: "active", pb.ACTIVE: "active",
                  pb.OUT_OF_STOCK: "out_of_stock", pb.RETIRED: "retired"}
@@ -38,8 +46,9 @@ def to_timestamp(dt: datetime | None) -> timestamp_pb2.Timestamp | None:
     return ts
 
 
-def from_timestamp(ts: timestamp_pb2.Timestamp, present: bool) -> datetime | None:
-    return ts.ToDatetime(tzinfo=UTC) if present else None
+def from_timestamp(ts: timestamp_pb2.Timestamp, present: bool, field: str = "timestamp") -> datetime | None:
+    """The timestamp if set, checked (core.validation.check_timestamp: InvalidArgument naming `field`)."""
+    return check_timestamp(field, ts) if present else None
 
 
 def item_to_pb(it: ItemRecord) -> pb.Item:
@@ -63,9 +72,13 @@ def item_from_pb(msg: pb.Item, field: str) -> ItemRecord:
         price = check_finite(f"{field}.price", msg.price)
         if price < 0:
             raise InvalidArgument(f"{field}.price", f"must not be negative, got {price}")
+    check_text(f"{field}.title", msg.title, MAX_TITLE_LEN)
+    check_text(f"{field}.description", msg.description, MAX_DESCRIPTION_LEN, multiline=True)
+    check_text(f"{field}.brand", msg.brand, MAX_NAME_LEN)
+    check_count(f"{field}.categories", len(msg.categories), MAX_CATEGORIES)
     for j, c in enumerate(msg.categories):
-        if not c or len(c) > 128:
-            raise InvalidArgument(f"{field}.categories[{j}]", "must be 1 to 128 characters")
+        check_id(f"{field}.categories[{j}]", c, MAX_NAME_LEN)
+    check_struct(f"{field}.attributes", msg.attributes, MAX_ATTRIBUTES_BYTES)
     return ItemRecord(
         item_id=msg.item_id, title=msg.title, description=msg.description, categories=list(msg.categories),
         brand=msg.brand, price=price, attributes=from_struct(msg.attributes), status=_STATUS_TO_DB[msg.status],
@@ -83,5 +96,7 @@ def user_to_pb(u: UserRecord) -> pb.User:
 
 def user_from_pb(msg: pb.User) -> UserRecord:
     check_id("user.user_id", msg.user_id)
+    check_struct("user.demographics", msg.demographics, MAX_USER_STRUCT_BYTES)
+    check_struct("user.preferences", msg.preferences, MAX_USER_STRUCT_BYTES)
     return UserRecord(user_id=msg.user_id, demographics=from_struct(msg.demographics),
                       preferences=check_preferences(from_struct(msg.preferences)))

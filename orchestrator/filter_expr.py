@@ -18,9 +18,13 @@ Grammar (keywords are case-insensitive):
 
 Fields: item_id, title, brand, status, price, category (any of the item's categories),
 interaction (any type of interaction the user had with the item: view, click, ...), and
-any other name, read from the item's attributes (year, color, ...). An expression is
-parsed once (cached) and validated with an error naming the position and what was
-expected; evaluation is a plain function of (item, the user's interaction types).
+any other name, read from the item's attributes (year, color, ...; a list-valued attribute
+matches when any of its entries does). An expression is parsed once (cached) and validated
+with an error naming the position and what was expected; parentheses and NOT nest at most
+MAX_DEPTH deep. Evaluation is a plain function of (item, the user's interaction types) and
+never raises: comparisons are typed (text with text, numbers with numbers), and one that
+does not apply to the value's type (a map, a boolean, text against a number, a missing
+attribute) is false; != and NOT IN are the negations of = and IN.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from storage.records import ItemRecord
 Predicate = Callable[[ItemRecord, Set[str]], bool]
 
 MAX_LENGTH = 2000
+MAX_DEPTH = 32  # nested parentheses and NOTs; the parser and the predicates recurse per level
 _TOKEN = re.compile(
     r"""\s*(?:
         (?P<string>"(?:[^"\\]|\\.)*") |
@@ -102,6 +107,7 @@ class _Parser:
         self.field = field
         self.toks = _tokens(text, field)
         self.i = 0
+        self.depth = 0
 
     def peek(self) -> Token:
         return self.toks[self.i]
@@ -150,14 +156,26 @@ class _Parser:
         return parts[0] if len(parts) == 1 else (lambda it, ia: all(p(it, ia) for p in parts))
 
     def factor(self) -> Predicate:
+        tok = self.peek()
+        if tok.kind in ("keyword", "punct") and tok.value in ("NOT", "("):
+            self.depth += 1
+            if self.depth > MAX_DEPTH:
+                raise InvalidArgument(self.field, f"must not nest parentheses and NOT deeper than {MAX_DEPTH} "
+                                                  f"levels (at position {tok.pos})")
+            try:
+                return self.nested()
+            finally:
+                self.depth -= 1
+        return self.comparison()
+
+    def nested(self) -> Predicate:
         if self.accept("keyword", "NOT"):
             inner = self.factor()
             return lambda it, ia: not inner(it, ia)
-        if self.accept("punct", "("):
-            inner = self.expr()
-            self.expect("punct", ")", "')'")
-            return inner
-        return self.comparison()
+        self.expect("punct", "(", "'('")
+        inner = self.expr()
+        self.expect("punct", ")", "')'")
+        return inner
 
     def comparison(self) -> Predicate:
         tok = self.peek()
@@ -168,10 +186,12 @@ class _Parser:
         get = _getter(name)
         negate = self.accept("keyword", "NOT")
         if self.accept("keyword", "IN"):
-            values = frozenset(self.value_list())
-            if name in _MULTI:
-                return lambda it, ia: negate != (not values.isdisjoint(get(it, ia)))
-            return lambda it, ia: negate != (get(it, ia) in values)
+            listed = self.value_list()
+            texts = frozenset(v for v in listed if isinstance(v, str))
+            numbers = frozenset(v for v in listed if isinstance(v, float))
+            if name in _MULTI:  # sets of text: the categories, the interaction types
+                return lambda it, ia: negate != (not texts.isdisjoint(get(it, ia)))
+            return lambda it, ia: negate != _any_in(get(it, ia), texts, numbers)
         if negate:
             raise self.fail("IN after NOT")
         op_tok = self.take()
@@ -182,7 +202,7 @@ class _Parser:
         value = self.value()
         if name in _MULTI:
             return lambda it, ia: any(_safe(op, v, value) for v in get(it, ia))
-        return lambda it, ia: _safe(op, get(it, ia), value)
+        return lambda it, ia: _compare(op, get(it, ia), value)
 
     def value_list(self) -> list[Any]:
         self.expect("punct", "(", "'(' after IN")
@@ -200,15 +220,40 @@ class _Parser:
         return tok.value
 
 
+def _number(value: Any) -> float | None:
+    """A JSON number as a float; booleans are not numbers, and an integer too large for a float is none."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return float(value)
+    except OverflowError:
+        return None
+
+
 def _safe(op: Callable[[Any, Any], bool], left: Any, right: Any) -> bool:
-    """Comparisons across types (a missing price, text vs number) are false, not errors."""
-    if left is None:
-        return op is operator.ne
-    if isinstance(right, float) and isinstance(left, int | float) and not isinstance(left, bool):
-        return op(float(left), right)
+    """Comparisons across types (a missing price, text vs number, a map) are false, not errors."""
     if isinstance(right, str) and isinstance(left, str):
         return op(left, right)
+    if isinstance(right, float) and (number := _number(left)) is not None:
+        return op(number, right)
     return op is operator.ne
+
+
+def _compare(op: Callable[[Any, Any], bool], left: Any, right: Any) -> bool:
+    """An attribute against a value; a list-valued attribute compares entry by entry (any matches)."""
+    if isinstance(left, list):
+        return any(_safe(op, v, right) for v in left)
+    return _safe(op, left, right)
+
+
+def _any_in(value: Any, texts: Set[str], numbers: Set[float]) -> bool:
+    """IN, typed: text among the listed texts, a number among the listed numbers, a list when any entry is."""
+    if isinstance(value, str):
+        return value in texts
+    if isinstance(value, list):
+        return any(_any_in(v, texts, numbers) for v in value if not isinstance(v, list))
+    number = _number(value)
+    return number is not None and number in numbers
 
 
 def _getter(name: str) -> Callable[[ItemRecord, Set[str]], Any]:
@@ -219,7 +264,7 @@ def _getter(name: str) -> Callable[[ItemRecord, Set[str]], Any]:
     if name in ("item_id", "title", "brand", "status", "price"):
         return lambda it, ia: getattr(it, name)
     key = name.removeprefix("attributes.")
-    return lambda it, ia: it.attributes.get(key)
+    return lambda it, ia: it.attributes.get(key) if isinstance(it.attributes, dict) else None
 
 
 @lru_cache(maxsize=1024)

@@ -31,6 +31,7 @@ from storage.users import ensure_users
 log = logging.getLogger(__name__)
 
 MAX_RATING = 10.0
+MAX_WEIGHT = 1e6  # a quantity or weight; features sum them, so 1e308 would overflow to inf
 FUTURE_TOLERANCE = timedelta(minutes=5)  # clock skew between callers and us
 
 
@@ -44,11 +45,13 @@ def interaction_from_pb(msg: pb.Interaction, field: str, now: datetime) -> Inter
     value = check_finite(f"{field}.value", msg.value)
     if kind == "rating" and not 0 <= value <= MAX_RATING:
         raise InvalidArgument(f"{field}.value", f"a rating must be between 0 and {MAX_RATING:g}, got {value:g}")
+    if kind != "rating" and abs(value) > MAX_WEIGHT:
+        raise InvalidArgument(f"{field}.value", f"must be between -{MAX_WEIGHT:g} and {MAX_WEIGHT:g}, got {value:g}")
     if kind != "rating" and value == 0:
         value = 1.0  # unset weight/quantity
     if msg.request_id:
         check_id(f"{field}.request_id", msg.request_id)
-    ts = from_timestamp(msg.timestamp, msg.HasField("timestamp"))
+    ts = from_timestamp(msg.timestamp, msg.HasField("timestamp"), f"{field}.timestamp")
     if ts is not None and ts > now + FUTURE_TOLERANCE:
         raise InvalidArgument(f"{field}.timestamp", f"is in the future ({ts.isoformat()})")
     if msg.event_id:

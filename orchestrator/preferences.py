@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import InvalidArgument
+from core.validation import check_id
 
 PREFERRED_CATEGORIES = "preferred_categories"
 MAX_PREFERRED_CATEGORIES = 10  # each one is a Retrieve call per cold-start request
@@ -31,8 +32,7 @@ def check_preferences(preferences: dict[str, Any], field: str = "user.preference
     for i, c in enumerate(cats):
         if not isinstance(c, str) or not c.strip():
             raise InvalidArgument(f"{name}[{i}]", f"must be a non-empty string, got {c!r}")
-        if len(c) > MAX_CATEGORY_LEN:
-            raise InvalidArgument(f"{name}[{i}]", f"must be at most {MAX_CATEGORY_LEN} characters, got {len(c)}")
+        check_id(f"{name}[{i}]", c, MAX_CATEGORY_LEN)
     if len(set(cats)) != len(cats):
         raise InvalidArgument(name, "must not name a category twice")
     return preferences

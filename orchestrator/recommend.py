@@ -37,6 +37,34 @@ __all__ = ["HISTORY_LIMIT", "RECENT_FOR_MODEL", "Recommender"]
 
 Remaining = Callable[[], float | None]
 After = Callable[[], Awaitable[None]]
+Answer = pb.RecommendResponse | pb.SimilarItemsResponse | pb.TrendingResponse
+
+# An answer's size, well under the 4 MiB a gRPC client accepts by default (docs/api-limits.md): k up to 500
+# items with up to 10,000-character descriptions and 16 KiB of attributes each would be far more.
+MAX_RESPONSE_BYTES = 2 * 1024 * 1024
+
+
+def bound_response(response: Answer, limit: int = MAX_RESPONSE_BYTES) -> None:
+    """Over the limit, items lose their description and attributes, then their metadata (GetItem has it
+    all), the last items first: the top of the list keeps everything."""
+    size = response.ByteSize()
+    for strip in (_strip_long_fields, _strip_metadata):
+        for scored in reversed(response.items):
+            if size <= limit:
+                return
+            if scored.HasField("item"):
+                before = scored.ByteSize()
+                strip(scored)
+                size -= before - scored.ByteSize()
+
+
+def _strip_long_fields(scored: pb.ScoredItem) -> None:
+    scored.item.ClearField("description")
+    scored.item.ClearField("attributes")
+
+
+def _strip_metadata(scored: pb.ScoredItem) -> None:
+    scored.ClearField("item")
 
 
 def stage_traces(trace: Trace) -> list[pb.StageTrace]:
@@ -103,6 +131,7 @@ class Recommender:
             response.debug.CopyFrom(pb.DebugTrace(stages=stage_traces(q.trace),
                                                   cache_hit=bool(q.scratch.get("cache_hit")),
                                                   model_version=q.model_version))
+        bound_response(response)
         if response.degraded:
             self.stats.count("degraded")
         return response, self._effects(pipeline, q, response)
@@ -127,6 +156,7 @@ class Recommender:
             degraded_reasons=q.trace.degraded, items=[self._decorate(c) for c in chosen])
         if req.debug:
             response.debug.CopyFrom(pb.DebugTrace(stages=stage_traces(q.trace), model_version=q.model_version))
+        bound_response(response)
         return response
 
     async def trending(self, req: pb.TrendingRequest, remaining: Remaining) -> pb.TrendingResponse:
@@ -144,6 +174,7 @@ class Recommender:
             degraded_reasons=q.trace.degraded, items=items)
         if req.debug:
             response.debug.CopyFrom(pb.DebugTrace(stages=stage_traces(q.trace), model_version=q.model_version))
+        bound_response(response)
         return response
 
     # ------------------------------------------------------------------ decoration

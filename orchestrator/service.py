@@ -122,8 +122,8 @@ async def run(settings: Settings) -> None:
     catalog = Catalog(pool)
     await catalog.refresh()
     await catalog.refresh_popular()
-    exposures = ExposureLog(pool)
     stats = Stats(redis)
+    exposures = ExposureLog(pool, stats=stats)  # counts the rows PostgreSQL refuses (exposures_dropped)
     background = [asyncio.create_task(t) for t in (catalog.watch(), exposures.run(), stats.run())]
     retrieval_channel, retrieval_breaker = guarded_channel("retrieval", settings.retrieval_addr, CHANNEL_OPTIONS)
     ranking_channel, ranking_breaker = guarded_channel("ranking", settings.ranking_addr, CHANNEL_OPTIONS)

@@ -1,10 +1,11 @@
 """Request validation, one layer in front of the pipelines: every rule names the field it checks,
 and every RPC's request becomes a query (orchestrator/query.py) the same way: the surface's
-settings, the experiment variant's, the request's own filters and options."""
+settings, the experiment variant's, the request's own filters and options. The generic checks
+(ids, texts, Structs, counts, timestamps) are core.validation's, shared with the internal services;
+the limits are in docs/api-limits.md."""
 
 from __future__ import annotations
 
-import math
 import uuid
 from collections.abc import Callable
 from dataclasses import replace
@@ -12,12 +13,12 @@ from typing import Any
 
 from core.errors import InvalidArgument
 from core.segments import parse_segment
+from core.validation import check_count, check_finite, check_id, check_name, check_string_map, shown
 from orchestrator import filter_expr
 from orchestrator.config import OrchestratorConfig, PipelineParams
 from orchestrator.pipeline import Trace
 from orchestrator.query import RECOMMEND, SIMILAR_ITEMS, TRENDING, RequestQuery
 from protos import recsys_pb2 as pb
-from storage.records import MAX_ID_LEN
 
 MAX_K = 500
 DEFAULT_K = 10
@@ -27,15 +28,9 @@ DEBUG_REMOVED_IDS = 100  # removed ids listed per filter in the debug trace
 SIMILAR_MODES = {"": ("similar_items", "content"), "similar": ("similar_items", "content"),
                  "also_bought": ("also_bought",), "all": ("also_bought", "similar_items", "content")}
 TRENDING_WINDOWS = ("1h", "24h", "7d")
+MAX_CONTEXT_ATTRIBUTES = 64
+MAX_CONTEXT_VALUE_LEN = 1024
 Remaining = Callable[[], float | None]
-
-
-def check_id(field: str, value: str) -> str:
-    if not value:
-        raise InvalidArgument(field, "must not be empty")
-    if len(value) > MAX_ID_LEN:
-        raise InvalidArgument(field, f"must be at most {MAX_ID_LEN} characters, got {len(value)}")
-    return value
 
 
 def check_k(value: int, field: str = "k") -> int:
@@ -48,14 +43,14 @@ def check_k(value: int, field: str = "k") -> int:
 
 
 def check_batch(field: str, n: int) -> None:
-    if not 1 <= n <= MAX_BATCH:
-        raise InvalidArgument(field, f"must hold 1 to {MAX_BATCH} entries, got {n}")
+    check_count(field, n, MAX_BATCH, min_n=1)
 
 
-def check_finite(field: str, value: float) -> float:
-    if not math.isfinite(value):
-        raise InvalidArgument(field, f"must be a finite number, got {value}")
-    return value
+def check_context(c: pb.Context) -> str:
+    """The request's surface (a name) and free-form context attributes; returns the surface as given."""
+    check_name("context.surface", c.surface)
+    check_string_map("context.attributes", c.attributes, MAX_CONTEXT_ATTRIBUTES, MAX_CONTEXT_VALUE_LEN)
+    return c.surface
 
 
 MAX_PROMOTED = 100
@@ -125,8 +120,8 @@ def recommend_query(req: pb.RecommendRequest, config: OrchestratorConfig, remain
     k = check_k(req.k)
     request_id = _request_id(req.request_id)
     expression = check_filters(req.filters)
-    surface = req.context.surface or "home"
-    assignment = config.experiments.assign(user_id, surface, req.experiment_variant)
+    surface = check_context(req.context) or "home"
+    assignment = config.experiments.assign(user_id, surface, check_name("experiment_variant", req.experiment_variant))
     params = request_params(config.surface(surface), assignment.params, req)
     want = min(1000, max(4 * k, 200))  # more than k: filters and selection remove some
     return RequestQuery(
@@ -143,11 +138,11 @@ def similar_query(req: pb.SimilarItemsRequest, config: OrchestratorConfig, remai
     mode = req.mode.strip().lower()
     if mode not in SIMILAR_MODES:
         raise InvalidArgument("mode", f"must be one of {', '.join(m for m in SIMILAR_MODES if m)} or empty "
-                                      f"(similar), got {req.mode!r}")
+                                      f"(similar), got {shown(req.mode)}")
     user_id = check_id("user_id", req.user_id) if req.user_id else ""
     request_id = _request_id(req.request_id)
     expression = check_filters(req.filters)
-    surface = req.context.surface or "default"
+    surface = check_context(req.context) or "default"
     want = min(1000, max(4 * k, 100))
     return RequestQuery(
         SIMILAR_ITEMS, request_id, k, surface, config.surface(surface), remaining,
@@ -161,9 +156,9 @@ def trending_query(req: pb.TrendingRequest, config: OrchestratorConfig, remainin
     k = check_k(req.k)
     if req.window and req.window not in TRENDING_WINDOWS:
         raise InvalidArgument("window", f"must be one of {', '.join(TRENDING_WINDOWS)} or empty (all time), "
-                                        f"got {req.window!r}")
+                                        f"got {shown(req.window)}")
     segment = ""
-    if req.segment:
+    if check_name("segment", req.segment):
         try:
             segment = parse_segment(req.segment)
         except ValueError as exc:
@@ -172,7 +167,7 @@ def trending_query(req: pb.TrendingRequest, config: OrchestratorConfig, remainin
         check_id("category", req.category)
     request_id = _request_id(req.request_id)
     expression = check_filters(req.filters)
-    surface = req.context.surface or "default"
+    surface = check_context(req.context) or "default"
     want = min(1000, 2 * k + 20)  # room for the status and request filters
     return RequestQuery(
         TRENDING, request_id, k, surface, config.surface(surface), remaining,

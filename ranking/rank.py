@@ -21,6 +21,14 @@ import numpy as np
 
 from core.errors import InvalidArgument
 from core.interleave import order_scores
+from core.validation import (
+    MAX_NAME_LEN,
+    check_all_finite,
+    check_ids,
+    check_name,
+    check_string_map,
+    check_user_context,
+)
 from protos import recsys_pb2 as pb
 from ranking.ranker import RankerSlot
 from ranking.scorer import WeightedScorer, category_profile
@@ -28,6 +36,8 @@ from ranking.scorer import WeightedScorer, category_profile
 log = logging.getLogger(__name__)
 
 MAX_CANDIDATES = 2000
+MAX_CONTEXT_ATTRIBUTES = 64  # as the public API's Context (orchestrator/validation.py)
+MAX_CONTEXT_VALUE_LEN = 1024
 RECENT_LIMIT = 50  # recent items read from the request and Feast together
 NEWCOMER_ORDER = "retrieval-order"  # model_version of an answer for a user with no history: the caller's order
 
@@ -47,6 +57,25 @@ class ItemFeatures(Protocol):
     def get(self, item_id: str) -> Mapping[str, Any]: ...
 
 
+def check_request(request: pb.RankRequest) -> None:
+    """Every field, as the public API checks its own (core.validation); candidates' counts are checked by rank()."""
+    cands = request.candidates
+    n = len(cands.item_ids)
+    check_name("request_id", request.request_id)
+    check_user_context(request.user)
+    check_ids("candidates.item_ids", cands.item_ids, MAX_CANDIDATES)
+    check_all_finite("candidates.scores", cands.scores)
+    for name, values in (("sources", cands.sources), ("anchor_item_ids", cands.anchor_item_ids)):
+        if len(values) not in (0, n):
+            raise InvalidArgument(f"candidates.{name}", f"must be empty or have one entry per item id ({n}), "
+                                                         f"got {len(values)}")
+        check_ids(f"candidates.{name}", values, MAX_CANDIDATES, allow_empty=True)
+    check_name("context.surface", request.context.surface)
+    check_string_map("context.attributes", request.context.attributes, MAX_CONTEXT_ATTRIBUTES,
+                     MAX_CONTEXT_VALUE_LEN)
+    check_name("model_version", request.model_version, MAX_NAME_LEN)
+
+
 class Ranking:
     def __init__(self, online: UserFeatures, items: ItemFeatures, scorer: WeightedScorer | None = None,
                  learned: RankerSlot | None = None) -> None:
@@ -64,6 +93,7 @@ class Ranking:
             raise InvalidArgument("candidates", f"must hold 1 to {MAX_CANDIDATES} candidates, got {n}")
         if (got := len(cands.scores)) != n:
             raise InvalidArgument("candidates.scores", f"must have one score per item id ({n}), got {got}")
+        check_request(request)
         recent = list(request.user.recent_item_ids)[:RECENT_LIMIT]
         times = list(request.user.recent_timestamps)[:RECENT_LIMIT]
         if len(times) != len(recent):

@@ -12,11 +12,31 @@ from core.config import Settings
 from core.grpc_server import handles_errors, serve
 from core.retrieve import SourceSpec
 from core.trending import TrendingConfig
+from core.validation import check_count, check_ids, check_name, check_user_context
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
+
+# An answer holds at most MAX_SOURCES * 1000 candidates (a source's k is 1..1000, core/sources.py).
+MAX_SOURCES = 64
+MAX_EXCLUDED = 10_000  # the orchestrator sends the user's seen items, at most its 1000-entry history
+
+
+def check_request(request: pb.RetrieveRequest) -> None:
+    """The fields the orchestrator fills, checked as the public API checks its own (core.validation); the
+    sources' names, k's, windows and segments are checked by core.retrieve with the registry's rules."""
+    check_name("request_id", request.request_id)
+    check_user_context(request.user)
+    check_count("sources", len(request.sources), MAX_SOURCES)
+    for i, s in enumerate(request.sources):
+        check_name(f"sources[{i}].name", s.name)
+        check_name(f"sources[{i}].window", s.window)
+        check_name(f"sources[{i}].category", s.category)
+        check_name(f"sources[{i}].segment", s.segment)
+    check_ids("exclude_item_ids", request.exclude_item_ids, MAX_EXCLUDED)
+    check_name("item_id", request.item_id)
 
 
 class RetrievalServicer(pb_grpc.RetrievalServicer):
@@ -25,6 +45,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
 
     @handles_errors
     async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:
+        check_request(request)
         user = request.user
         if request.separate_sources:
             groups = self.retriever.retrieve_groups(

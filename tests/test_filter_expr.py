@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.errors import InvalidArgument
-from orchestrator.filter_expr import parse
+from orchestrator.filter_expr import MAX_DEPTH, parse
 from storage.records import ItemRecord
 
 KIDS_CHEAP = ItemRecord("a", categories=["kids", "toys"], price=20, brand="acme", attributes={"year": 1995})
@@ -74,3 +76,90 @@ def test_errors_name_the_field_position_and_expectation(text: str, message: str)
 def test_oversized_expression_is_rejected() -> None:
     with pytest.raises(InvalidArgument, match="at most 2000 characters"):
         parse("EXCLUDE price > 1 " + "OR price > 1 " * 200)
+
+
+# ---------------------------------------------------------------------------- hostile input
+
+def test_nesting_deeper_than_the_limit_is_rejected_naming_the_field() -> None:
+    deep = "INCLUDE " + "(" * 330 + "price > 1" + ")" * 330  # 677 characters: under the length limit
+    with pytest.raises(InvalidArgument, match=r"^filters\.expression: must not nest .* deeper than 32 levels"):
+        parse(deep)
+    with pytest.raises(InvalidArgument, match="deeper than 32 levels"):
+        parse("EXCLUDE " + "NOT " * 400 + "price > 1")
+    at_limit = "INCLUDE " + "(" * MAX_DEPTH + "price > 100" + ")" * MAX_DEPTH
+    assert kept(at_limit) == ["b", "c"]
+    assert kept("INCLUDE " + "NOT " * MAX_DEPTH + "price > 100") == ["b", "c"]  # an even number of NOTs
+
+
+TAGGED = [
+    ItemRecord("list", attributes={"tags": ["red", "blue"], "sizes": [1, 2.5], "n": 3}),
+    ItemRecord("map", attributes={"tags": {"red": 1}, "sizes": {"a": [1]}, "n": {"x": 1}}),
+    ItemRecord("flag", attributes={"tags": True, "sizes": False, "n": True}),
+    ItemRecord("huge", attributes={"tags": [[["red"]]], "sizes": 10**400, "n": 10**400}),
+    ItemRecord("none", attributes={}),
+    ItemRecord("odd", attributes=["not", "a", "map"]),  # type: ignore[arg-type]  # a row bulk-loaded as a list
+]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ('INCLUDE tags IN ("red")', ["list"]),  # a list matches when an entry does; a map never
+        ('INCLUDE tags NOT IN ("red")', ["map", "flag", "huge", "none", "odd"]),
+        ('INCLUDE tags = "blue"', ["list"]),
+        ("INCLUDE sizes IN (2.5)", ["list"]),
+        ("INCLUDE sizes >= 2", ["list"]),
+        ("INCLUDE n IN (1)", []),  # true is not the number 1
+        ("INCLUDE n = 1", []),
+        ("INCLUDE n > 1", ["list"]),  # an integer too large for a float compares as nothing
+        ('INCLUDE n IN ("3", 3)', ["list"]),
+        ('INCLUDE tags != "red"', ["list", "map", "flag", "huge", "none", "odd"]),
+    ],
+)
+def test_comparisons_are_typed_and_never_raise(text: str, expected: list[str]) -> None:
+    f = parse(text)
+    assert [it.item_id for it in TAGGED if f.keep(it, set())] == expected
+
+
+# Tokens of the language and some that are not, so generated texts reach deep into the parser.
+_WORDS = ["INCLUDE", "EXCLUDE", "AND", "OR", "NOT", "IN", "(", ")", ",", "=", "!=", "<", "<=", ">", ">=",
+          "price", "category", "interaction", "tags", "title", "n", '"red"', '"a\\"b"', "1", "-2.5", "1e9",
+          "~", '"', "\x00", "9" * 400]
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=12,
+)
+_ITEMS = st.builds(
+    ItemRecord, item_id=st.text(max_size=3), title=st.text(max_size=5),
+    categories=st.lists(st.sampled_from(["kids", "drama", "red"]), max_size=3),
+    price=st.none() | st.floats(), attributes=st.dictionaries(st.sampled_from(["tags", "n", "title", "x"]), _JSON),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS), max_size=40).map(" ".join) | st.text(max_size=60))
+def test_any_text_parses_or_is_rejected_naming_the_field(text: str) -> None:
+    try:
+        parse(text)
+    except InvalidArgument as exc:
+        assert str(exc).startswith("filters.expression: ")
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.sampled_from(_WORDS[:20]), min_size=2, max_size=30).map(" ".join), st.lists(_ITEMS, max_size=4),
+       st.sets(st.sampled_from(["view", "purchase"])))
+def test_a_parsed_filter_never_raises_on_any_item(text: str, items: list[ItemRecord], interactions: set[str]) -> None:
+    try:
+        f = parse(text)
+    except InvalidArgument:
+        return
+    for it in items:
+        assert isinstance(f.keep(it, interactions), bool)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(["price > 1", 'tags IN ("red", 2)', 'category = "kids"', "n <= -1"]), _ITEMS)
+def test_generated_valid_filters_evaluate_on_hostile_attributes(comparison: str, item: ItemRecord) -> None:
+    for head in ("INCLUDE", "EXCLUDE"):
+        assert isinstance(parse(f"{head} NOT ({comparison} OR {comparison})").keep(item, set()), bool)
