@@ -38,3 +38,31 @@ class RateLimitedLog:
 
     def warning(self, key: str, msg: str, *args: object) -> bool:
         return self.log(logging.WARNING, key, msg, *args)
+
+
+class Outage:
+    """A background loop's failures logged as one outage: the first failure once, in one line (a
+    traceback only for what is not a dependency being away), then the recovery with how long it took.
+    A loop retrying every second through a 10-minute PostgreSQL outage writes two lines, not 600."""
+
+    def __init__(self, logger: logging.Logger, what: str, expected: tuple[type[BaseException], ...] = ()) -> None:
+        self.logger = logger
+        self.what = what
+        self.expected = expected  # exception types that mean "a dependency is away": no traceback
+        self.since: float | None = None
+        self.failures = 0
+
+    def failed(self, exc: BaseException) -> None:
+        self.failures += 1
+        if self.since is not None:
+            return
+        self.since = time.monotonic()
+        first = str(exc).strip().splitlines()
+        self.logger.warning("%s failed (%s%s); retrying quietly until it works", self.what, type(exc).__name__,
+                            f": {first[0]}" if first else "", exc_info=not isinstance(exc, self.expected))
+
+    def ok(self) -> None:
+        if self.since is not None:
+            self.logger.warning("%s works again after %.1f s (%d failed tries)", self.what,
+                                time.monotonic() - self.since, self.failures)
+            self.since, self.failures = None, 0

@@ -12,8 +12,11 @@ import asyncio
 import logging
 from datetime import datetime
 
+import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from core.errors import RecsysError
+from core.log_limit import Outage
 from storage.items import items_changed_since
 from storage.records import ItemRecord
 
@@ -58,6 +61,7 @@ class Catalog:
 
     async def watch(self, interval_s: float = 2.0, popular_every: int = 30) -> None:
         tick = 0
+        outage = Outage(log, "catalogue refresh (serving the last snapshot)", (RecsysError, psycopg.OperationalError))
         while True:
             await asyncio.sleep(interval_s)
             tick += 1
@@ -65,5 +69,7 @@ class Catalog:
                 await self.refresh()
                 if tick % popular_every == 0:
                     await self.refresh_popular()
-            except Exception:
-                log.exception("catalogue refresh failed; serving the last snapshot")
+            except Exception as exc:  # serve the last snapshot
+                outage.failed(exc)
+            else:
+                outage.ok()

@@ -18,7 +18,8 @@ import logging
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
-from core.log_limit import RateLimitedLog
+from core.errors import RecsysError
+from core.log_limit import Outage, RateLimitedLog
 from orchestrator.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -83,9 +84,12 @@ class ExposureLog:
                        row[0][:64], str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     async def run(self) -> None:
+        outage = Outage(log, "exposure flush (rows kept for the next try)", (RecsysError, psycopg.OperationalError))
         while True:
             await asyncio.sleep(self.interval_s)
             try:
                 await self.flush()
             except Exception as exc:
-                log.warning("exposure flush failed, will retry: %s", exc)
+                outage.failed(exc)
+            else:
+                outage.ok()

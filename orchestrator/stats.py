@@ -11,7 +11,9 @@ import logging
 from collections import Counter
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
+from core.log_limit import Outage
 from orchestrator.pipeline import StageRecord
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,7 @@ class Stats:
         self.pending: Counter[str] = Counter()
         self.pending_ms: Counter[str] = Counter()  # summed latencies, flushed as floats
         self.totals: Counter[str] = Counter()  # this process since start (what an exporter reads)
+        self.outage = Outage(log, "stats flush to Redis (counts kept for the next try)", (RedisError,))
 
     def count(self, name: str, n: int = 1) -> None:
         self.pending[name] += n
@@ -61,7 +64,9 @@ class Stats:
         except Exception as exc:  # keep the counts for the next try
             self.pending.update(delta)
             self.pending_ms.update(delta_ms)
-            log.warning("stats flush failed: %s", exc)
+            self.outage.failed(exc)
+        else:
+            self.outage.ok()
 
     async def run(self) -> None:
         while True:

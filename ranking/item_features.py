@@ -13,6 +13,10 @@ import asyncio
 import logging
 from typing import Any
 
+import psycopg
+import redis.exceptions
+
+from core.log_limit import Outage
 from feature_store.store import OnlineFeatures
 from storage.db import connect
 
@@ -46,9 +50,13 @@ class ItemFeatureCache:
         return self.features.get(item_id, {})
 
     async def watch(self, interval_s: float = 5.0) -> None:
+        outage = Outage(log, "item feature refresh (serving the snapshot we have)",
+                        (psycopg.OperationalError, redis.exceptions.RedisError))
         while True:
             await asyncio.sleep(interval_s)
             try:
                 await asyncio.to_thread(self.refresh)
-            except Exception:  # keep serving the snapshot we have
-                log.exception("item feature refresh failed")
+            except Exception as exc:
+                outage.failed(exc)
+            else:
+                outage.ok()

@@ -13,7 +13,10 @@ import asyncio
 import logging
 from pathlib import Path
 
+import psycopg
+
 from core.artifacts import current_version, load_current
+from core.log_limit import Outage
 from core.retrieve import Retrieval, SourceSpec, default_mix
 from core.served import Served
 from core.trending import TrendingConfig
@@ -78,12 +81,15 @@ class Retriever(Retrieval):
         """Poll PostgreSQL for item changes and new interactions, for as long as the service runs."""
         if self.live is None:
             return
+        outage = Outage(log, "live sync from PostgreSQL (serving what we have)", (psycopg.OperationalError,))
         while True:
             try:
                 await self.sync_once()
             except Exception as exc:  # keep serving what we have; reconnect next time
-                log.warning("live sync failed: %s", exc)
+                outage.failed(exc)
                 self.live.reset()
+            else:
+                outage.ok()
             await asyncio.sleep(interval_s)
 
     async def sync_once(self) -> None:

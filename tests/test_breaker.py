@@ -115,3 +115,27 @@ def test_frozen_service_costs_no_wait_once_detected_and_recovers_by_probe() -> N
             await server.stop(None)
 
     asyncio.run(main())
+
+
+def test_an_outage_is_logged_once_then_its_recovery(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    from core.log_limit import Outage
+
+    outage = Outage(logging.getLogger("loop"), "catalogue refresh", (ConnectionError,))
+    with caplog.at_level(logging.WARNING, logger="loop"):
+        for _ in range(100):
+            outage.failed(ConnectionError("connection refused\nmore detail"))
+        outage.ok()
+        outage.ok()
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and not any(r.exc_info for r in caplog.records)  # a dependency away: no traceback
+    assert "catalogue refresh failed (ConnectionError: connection refused)" in lines[0]
+    assert "works again" in lines[1] and "100 failed tries" in lines[1]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="loop"):
+        try:
+            raise KeyError("a bug")
+        except KeyError as exc:
+            outage.failed(exc)
+    assert caplog.records[0].exc_info  # not a dependency: the traceback, once
