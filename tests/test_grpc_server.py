@@ -65,6 +65,7 @@ from protos import recsys_pb2 as pb, recsys_pb2_grpc as pb_grpc
 
 class Slow(pb_grpc.RankingServicer):
     async def Rank(self, request, context):
+        open(sys.argv[2], "a").close()  # the test sends SIGTERM once calls are in flight
         await asyncio.sleep(0.3)
         return pb.RankResponse(model_version="done")
 
@@ -90,7 +91,8 @@ def test_sigterm_drains_calls_in_flight_and_refuses_new_ones_with_unavailable(tm
     from tests.conftest import free_port
 
     addr = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, addr], cwd=ROOT)
+    started = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, addr, str(started)], cwd=ROOT)
     try:
         for _ in range(200):
             if is_serving(addr, 0.2):
@@ -110,7 +112,10 @@ def test_sigterm_drains_calls_in_flight_and_refuses_new_ones_with_unavailable(tm
                         codes[exc.code().name] += 1
 
                 calls = [asyncio.create_task(one()) for _ in range(30)]
-                await asyncio.sleep(0.1)  # all of them sent, the first ones sleeping in the handler
+                for _ in range(500):  # the first ones sleeping in the handler, the rest queued
+                    if started.exists():
+                        break
+                    await asyncio.sleep(0.01)
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.05)
                 calls += [asyncio.create_task(one()) for _ in range(10)]  # during the drain
