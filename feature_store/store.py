@@ -12,12 +12,13 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING
 
+import psycopg
 import redis
 
 from core.config import Settings
 from feature_store.repo_config import repo_config
 from feature_store.schema import ITEM_DEFAULTS, USER_DEFAULTS, VERSION_KEY, synced_key
-from feature_store.tables import build_feature_tables
+from feature_store.tables import build_feature_tables, user_feature_rows
 
 if TYPE_CHECKING:
     import feast
@@ -102,6 +103,20 @@ class OnlineFeatures:
             chunk = item_ids[start : start + ITEM_CHUNK]
             response = self._store.get_online_features(self._item_refs, {"item_id": chunk})
             out.update(zip(chunk, _rows(response.to_dict(), ITEM_DEFAULTS, len(chunk)), strict=True))
+        return out
+
+    def lagging(self, conn: psycopg.Connection, user_ids: list[str]) -> list[str]:
+        """The users whose online features differ from what PostgreSQL gives now: the worker's
+        consistency, checked by tests and `make chaos`."""
+        expected = {r["user_id"]: r for r in user_feature_rows(conn, user_ids, datetime.now(UTC))}
+        out: list[str] = []
+        for start in range(0, len(user_ids), ITEM_CHUNK):
+            chunk = user_ids[start : start + ITEM_CHUNK]
+            response = self._store.get_online_features(self._user_refs, [{"user_id": u} for u in chunk])
+            for u, row in zip(chunk, _rows(response.to_dict(), USER_DEFAULTS, len(chunk)), strict=True):
+                want = expected.get(u, USER_DEFAULTS)
+                if any(row[n] != want[n] for n in USER_DEFAULTS):
+                    out.append(u)
         return out
 
     def version(self) -> str | None:

@@ -16,8 +16,9 @@ Faults, one after the other, each held --fault-s seconds:
     ranking-frozen  the ranking process stopped with SIGSTOP, then SIGCONT
 
 Per fault it prints: Recommend calls, failed (by status code), degraded, p99 ms, the time from
-the dependency serving again to the first full (not degraded) answer, and interactions
-acknowledged and lost (acknowledged but not in PostgreSQL at the end, or stored twice), and
+the dependency serving again to the first full (not degraded) answer and to every user's online
+features matching PostgreSQL (Feast, as the worker keeps them), and interactions acknowledged
+and lost (acknowledged but not in PostgreSQL at the end, or stored twice), and
 writes the table to reports/chaos-latest.{json,md}.
 """
 
@@ -40,6 +41,7 @@ import grpc
 import psycopg
 
 from core.config import ROOT, Settings
+from feature_store.store import OnlineFeatures
 from loadtest.bench import machine, percentile
 from loadtest.stack import require_serving
 from protos import recsys_pb2 as pb
@@ -63,6 +65,8 @@ class Phase:
     first_full_s: float | None = None  # from back_at to the first full answer to a call sent after it
     acknowledged: int = 0
     unavailable: int = 0  # LogInteractions answered UNAVAILABLE (retried later with the same event_id)
+    consistent_s: float | None = None  # from back_at until every user's online features match PostgreSQL
+    lagging: list[str] = field(default_factory=list)  # the users still behind at the last check
 
 
 @dataclass
@@ -72,6 +76,23 @@ class Load:
     acked: dict[str, tuple[str, str]] = field(default_factory=dict)  # event_id -> (user, interaction id)
     retry: list[pb.Interaction] = field(default_factory=list)
     running: bool = True
+    settings: Settings | None = None
+    online: OnlineFeatures | None = None
+
+    def lagging(self) -> list[str]:
+        """Every user whose online features differ from PostgreSQL's now, apart from those with an
+        interaction logged in the 2 s before the comparison ended (in flight to the worker, whose
+        normal latency is ~30 ms; the load keeps logging while the comparison runs)."""
+        assert self.settings is not None and self.online is not None
+        try:
+            with psycopg.connect(self.settings.database_url, connect_timeout=2, autocommit=True) as conn:
+                users = [r[0] for r in conn.execute("SELECT user_id FROM users")]
+                behind = self.online.lagging(conn, users)
+                recent = {r[0] for r in conn.execute(
+                    "SELECT DISTINCT user_id FROM interactions WHERE created_at > now() - interval '2 s'")}
+                return [u for u in behind if u not in recent]
+        except Exception as exc:  # noqa: BLE001 - a server still coming back: not consistent yet
+            return [f"({type(exc).__name__})"]
 
     async def recommend(self, i: int) -> None:
         phase, sent = self.phase, time.monotonic()
@@ -167,6 +188,13 @@ async def run_fault(load: Load, settings: Settings, fault: str, fault_s: float) 
     phase.back_at = time.monotonic()
     while phase.first_full_s is None and time.monotonic() - phase.back_at < BACK_TIMEOUT_S:
         await asyncio.sleep(0.05)
+    while time.monotonic() - phase.back_at < BACK_TIMEOUT_S:
+        behind = await asyncio.to_thread(load.lagging)
+        if not behind:
+            phase.consistent_s = time.monotonic() - phase.back_at
+            break
+        phase.lagging = behind
+        await asyncio.sleep(0.2)
     await asyncio.sleep(1.0)
     return phase
 
@@ -191,12 +219,16 @@ def row(p: Phase) -> dict[str, object]:
         "failed_by_code": dict(p.failed), "degraded": p.degraded, "p99_ms": round(percentile(lat, 99), 1),
         "first_full_answer_s": None if p.first_full_s is None else round(p.first_full_s, 2),
         "acknowledged": p.acknowledged, "log_unavailable": p.unavailable,
+        "features_consistent_s": None if p.consistent_s is None else round(p.consistent_s, 2),
+        "lagging_users": [] if p.consistent_s is not None else p.lagging[:20],
     }
 
 
 def table(rows: list[dict[str, object]]) -> str:
-    head = ("fault", "calls", "failed", "degraded", "p99 ms", "first full answer s", "acknowledged", "log UNAVAILABLE")
-    keys = ("fault", "calls", "failed", "degraded", "p99_ms", "first_full_answer_s", "acknowledged", "log_unavailable")
+    head = ("fault", "calls", "failed", "degraded", "p99 ms", "first full answer s", "features consistent s",
+            "acknowledged", "log UNAVAILABLE")
+    keys = ("fault", "calls", "failed", "degraded", "p99_ms", "first_full_answer_s", "features_consistent_s",
+            "acknowledged", "log_unavailable")
     lines = ["| " + " | ".join(head) + " |", "| --- |" + " ---: |" * (len(head) - 1)]
     for r in rows:
         failed = f"{r['failed']} {r['failed_by_code']}" if r["failed"] else "0"
@@ -207,7 +239,8 @@ def table(rows: list[dict[str, object]]) -> str:
 
 async def chaos(settings: Settings, faults: list[str], fault_s: float, rate: float, log_rate: float) -> dict:
     async with grpc.aio.insecure_channel(settings.orchestrator_addr) as channel:
-        load = Load(pb_grpc.RecommenderStub(channel), Phase("warm-up"))
+        load = Load(pb_grpc.RecommenderStub(channel), Phase("warm-up"), settings=settings,
+                    online=OnlineFeatures(settings))
         loops = [asyncio.create_task(load.paced(rate, load.recommend)),
                  asyncio.create_task(load.paced(log_rate, load.log))]
         phases = []

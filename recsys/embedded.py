@@ -340,10 +340,15 @@ def _stop_postgres(var_dir: Path) -> bool:
             timeout=STOP_TIMEOUT_S + 10,
             what="pg_ctl stop",
         )
-    except EmbeddedServerError:
+    except EmbeddedServerError as err:
         if not _pid_alive(pid):  # it went away on its own meanwhile
             return True
-        raise
+        # pg_ctl itself crashed (seen: exit -11 under load): SIGINT is the fast shutdown it would send
+        log.warning("%s; stopping the postmaster (pid %d) with SIGINT instead", str(err).splitlines()[0], pid)
+        try:
+            os.kill(pid, signal.SIGINT)
+        except ProcessLookupError:
+            return True
     _wait_dead(pid, STOP_TIMEOUT_S, "PostgreSQL")
     return True
 

@@ -8,7 +8,6 @@ import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +18,7 @@ import redis
 from core.config import Settings
 from feature_store import store
 from feature_store.push_worker import PushWorker
-from feature_store.schema import ITEM_TABLE, USER_DEFAULTS, VERSION_KEY
-from feature_store.tables import user_feature_rows
+from feature_store.schema import ITEM_TABLE, VERSION_KEY
 from ranking.item_features import ItemFeatureCache
 from recsys import processes
 from storage.streams import GROUP, MAXLEN, STREAM, Event
@@ -28,11 +26,10 @@ from tests.faults import OwnedServers, eventually, owned_servers
 from training.synthetic import load_into_postgres
 
 if TYPE_CHECKING:
-    import feast
+    pass
 
 pytestmark = pytest.mark.integration
 
-USER_REFS = [f"user_features:{name}" for name in USER_DEFAULTS]
 
 
 @dataclass
@@ -40,7 +37,7 @@ class Env:
     servers: OwnedServers
     settings: Settings
     worker: PushWorker
-    features: feast.FeatureStore
+    features: store.OnlineFeatures
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +52,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         thread = threading.Thread(target=worker.run, args=(stop,), name="push-worker", daemon=True)
         thread.start()
         eventually(lambda: worker.healthy)
-        yield Env(servers, settings, worker, store.feature_store(settings))
+        online = store.OnlineFeatures(settings)
+        yield Env(servers, settings, worker, online)
+        online.close()
         stop.set()
         thread.join(10)
         worker.close()
@@ -91,9 +90,7 @@ def _lagging(env: Env, users: list[str] | None = None) -> list[str]:
     with psycopg.connect(env.servers.database_url) as conn:
         if users is None:
             users = [r[0] for r in conn.execute("SELECT user_id FROM users ORDER BY user_id")]
-        expected = {r["user_id"]: r for r in user_feature_rows(conn, users, datetime.now(UTC))}
-    online = env.features.get_online_features(USER_REFS, [{"user_id": u} for u in users]).to_dict()
-    return [u for i, u in enumerate(users) if any(online[n][i] != expected[u][n] for n in USER_DEFAULTS)]
+        return env.features.lagging(conn, users)
 
 
 def _items_match_postgres(env: Env) -> bool:
