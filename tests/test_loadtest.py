@@ -141,3 +141,20 @@ def test_locust_run_sends_both_tasks(stand_in: tuple[str, StandIn], tmp_path: Pa
     log = stats["/recsys.v1.Recommender/LogInteractions"]
     assert int(log["Request Count"]) > 0 and int(log["Failure Count"]) == 0
     assert servicer.recommends > 0 and servicer.logged > 0
+
+
+def test_chaos_names_an_unknown_fault_in_one_line(capsys) -> None:  # noqa: ANN001
+    from loadtest import chaos
+
+    assert chaos.main(["--only", "postgres,disk"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["--only: unknown fault 'disk'; use some of " + ", ".join(chaos.FAULTS)]
+
+
+def test_chaos_table_shows_failures_by_code() -> None:
+    from loadtest.chaos import Phase, row, table
+
+    p = Phase("postgres", calls=3, degraded=1, latencies_ms=[1.0, 2.0, 250.0], back_at=0.0, first_full_s=0.5)
+    p.failed["DEADLINE_EXCEEDED"] += 1
+    text = table([row(p)])
+    assert "| postgres | 3 | 1 {'DEADLINE_EXCEEDED': 1} | 1 | 250.0 | 0.5 | n/a |" in text
