@@ -81,6 +81,7 @@ def test_sigterm_drains_calls_in_flight_and_refuses_new_ones_with_unavailable(tm
     import signal
     import subprocess
     import sys
+    import time
 
     import grpc
 
@@ -94,10 +95,10 @@ def test_sigterm_drains_calls_in_flight_and_refuses_new_ones_with_unavailable(tm
     started = tmp_path / "started"
     proc = subprocess.Popen([sys.executable, "-c", SLOW_SERVER, addr, str(started)], cwd=ROOT)
     try:
-        for _ in range(200):
-            if is_serving(addr, 0.2):
-                break
-            assert proc.poll() is None
+        deadline = time.monotonic() + 60  # a loaded machine takes seconds to import grpc and the protos
+        while not is_serving(addr, 0.2):
+            assert proc.poll() is None and time.monotonic() < deadline, "the server did not come up"
+            time.sleep(0.05)
         codes: collections.Counter[str] = collections.Counter()
 
         async def load() -> None:
@@ -112,9 +113,8 @@ def test_sigterm_drains_calls_in_flight_and_refuses_new_ones_with_unavailable(tm
                         codes[exc.code().name] += 1
 
                 calls = [asyncio.create_task(one()) for _ in range(30)]
-                for _ in range(500):  # the first ones sleeping in the handler, the rest queued
-                    if started.exists():
-                        break
+                while not started.exists():  # the first ones sleeping in the handler, the rest queued
+                    assert time.monotonic() < deadline, "no call reached the handler"
                     await asyncio.sleep(0.01)
                 proc.send_signal(signal.SIGTERM)
                 await asyncio.sleep(0.05)
