@@ -16,7 +16,7 @@ from typing import Any
 import grpc
 import psycopg
 import pytest
-from google.protobuf import message, struct_pb2, timestamp_pb2
+from google.protobuf import message, timestamp_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,6 +25,7 @@ from core.config import Settings
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
+from tests.test_validation import _nested, _struct
 
 pytestmark = pytest.mark.integration
 SERVICES = ("orchestrator", "retrieval", "ranking", "worker")  # the worker reads what LogInteractions stored
@@ -32,19 +33,6 @@ ITEM = "bad-input-item"  # retired: interactions may name it without any answer 
 HANDLED = (grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND)
 FUZZ = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                        HealthCheck.function_scoped_fixture])
-
-
-def _struct(d: dict) -> struct_pb2.Struct:
-    s = struct_pb2.Struct()
-    s.update(d)
-    return s
-
-
-def _nested(depth: int) -> dict:
-    d: dict = {"leaf": 1}
-    for _ in range(depth - 1):
-        d = {"x": d}
-    return d
 
 
 def _code(call: Callable[[], Any]) -> tuple[grpc.StatusCode, str]:
