@@ -37,6 +37,11 @@ class Settings:
     retrieval_addr: str = "127.0.0.1:50052"
     ranking_addr: str = "127.0.0.1:50053"
     worker_addr: str = "127.0.0.1:50054"  # the real-time worker's health endpoint
+    # Prometheus metrics endpoints (http://ADDR/metrics); empty = none.
+    orchestrator_metrics_addr: str = "127.0.0.1:9151"
+    retrieval_metrics_addr: str = "127.0.0.1:9152"
+    ranking_metrics_addr: str = "127.0.0.1:9153"
+    worker_metrics_addr: str = "127.0.0.1:9154"
     # Recommend cache TTL in seconds.
     cache_ttl_s: int = 1800
     # Per-downstream-call timeouts (seconds), capped by the caller's deadline.
@@ -59,6 +64,10 @@ class Settings:
             retrieval_addr=_env("RECSYS_RETRIEVAL_ADDR", "127.0.0.1:50052"),
             ranking_addr=_env("RECSYS_RANKING_ADDR", "127.0.0.1:50053"),
             worker_addr=_env("RECSYS_WORKER_ADDR", "127.0.0.1:50054"),
+            orchestrator_metrics_addr=os.environ.get("RECSYS_ORCHESTRATOR_METRICS_ADDR", "127.0.0.1:9151").strip(),
+            retrieval_metrics_addr=os.environ.get("RECSYS_RETRIEVAL_METRICS_ADDR", "127.0.0.1:9152").strip(),
+            ranking_metrics_addr=os.environ.get("RECSYS_RANKING_METRICS_ADDR", "127.0.0.1:9153").strip(),
+            worker_metrics_addr=os.environ.get("RECSYS_WORKER_METRICS_ADDR", "127.0.0.1:9154").strip(),
             cache_ttl_s=int(_env("RECSYS_CACHE_TTL_S", "1800")),
             retrieval_timeout_s=float(_env("RECSYS_RETRIEVAL_TIMEOUT_S", "0.5")),
             ranking_timeout_s=float(_env("RECSYS_RANKING_TIMEOUT_S", "0.5")),
@@ -82,6 +91,10 @@ class Settings:
             "RECSYS_RETRIEVAL_ADDR": self.retrieval_addr,
             "RECSYS_RANKING_ADDR": self.ranking_addr,
             "RECSYS_WORKER_ADDR": self.worker_addr,
+            "RECSYS_ORCHESTRATOR_METRICS_ADDR": self.orchestrator_metrics_addr,
+            "RECSYS_RETRIEVAL_METRICS_ADDR": self.retrieval_metrics_addr,
+            "RECSYS_RANKING_METRICS_ADDR": self.ranking_metrics_addr,
+            "RECSYS_WORKER_METRICS_ADDR": self.worker_metrics_addr,
             "RECSYS_CACHE_TTL_S": str(self.cache_ttl_s),
             "RECSYS_RETRIEVAL_TIMEOUT_S": str(self.retrieval_timeout_s),
             "RECSYS_RANKING_TIMEOUT_S": str(self.ranking_timeout_s),

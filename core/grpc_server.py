@@ -28,6 +28,7 @@ from grpc_reflection.v1alpha import reflection
 
 from core.errors import RecsysError
 from core.log_limit import RateLimitedLog
+from core.metrics import RpcMetrics, serve_metrics
 from protos import recsys_pb2
 
 log = logging.getLogger(__name__)
@@ -48,11 +49,13 @@ async def serve(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     grace_s: float = 5.0,
     healthy: Callable[[], bool] | None = None,
+    metrics_addr: str = "",
 ) -> None:
     """Serve until SIGTERM/SIGINT. service_names are short names from recsys.proto ("Retrieval").
 
     healthy: when given, the health status follows it (SERVING / NOT_SERVING, polled), for a
-    service that cannot do its work while a server it needs is away.
+    service that cannot do its work while a server it needs is away. metrics_addr: where
+    http://.../metrics answers (core/metrics.py); empty = nowhere.
     """
     drain = Drain()  # outermost: while draining, a call is refused before anything else runs
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[drain, *(make() for make in INTERCEPTORS)])
@@ -63,6 +66,7 @@ async def serve(
     reflection.enable_server_reflection([*full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     if server.add_insecure_port(addr) == 0:
         raise RuntimeError(f"cannot listen on {addr}: address in use?")
+    serve_metrics(metrics_addr)
     freeze_loaded_objects()
     names = [*full_names, ""]
     serving = healthy is None or healthy()
@@ -257,4 +261,4 @@ def _rejecting(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable
 
 
 # Every server built by serve() runs one of each (a list, so another concern adds its own without touching serve()).
-INTERCEPTORS: list[Callable[[], grpc.aio.ServerInterceptor]] = [RejectMalformed]
+INTERCEPTORS: list[Callable[[], grpc.aio.ServerInterceptor]] = [RpcMetrics, RejectMalformed]

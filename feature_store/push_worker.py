@@ -50,10 +50,12 @@ from datetime import UTC, datetime
 import pandas as pd
 import psycopg
 import redis
+from prometheus_client import Counter, Histogram
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from core.config import Settings
+from core.metrics import LATENCY_BUCKETS
 from feature_store.schema import synced_key
 from feature_store.store import feature_store, materialize
 from feature_store.tables import user_feature_rows
@@ -63,6 +65,12 @@ from storage.streams import GROUP, STREAM, Event
 log = logging.getLogger(__name__)
 
 PUSH_SOURCE = "user_features_push"
+
+ENTRIES = Counter("recsys_worker_entries", "interaction stream entries handled (features pushed, acknowledged)")
+LAG = Histogram("recsys_worker_lag_seconds", "from an interaction's stream entry to its user's features pushed",
+                buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0))
+PUSH_SECONDS = Histogram("recsys_worker_push_seconds", "one push: features from PostgreSQL, written through Feast",
+                         buckets=LATENCY_BUCKETS)
 # last_active_at is the logging transaction's start time (PostgreSQL's clock): one committed
 # late, or a skew between this host's clock and the server's, still falls inside a sweep.
 SWEEP_OVERLAP_S = 5.0
@@ -200,6 +208,10 @@ class PushWorker:
         cache.bump_sync(self.redis, users, self.settings.cache_ttl_s)
         self.redis.xack(STREAM, GROUP, *(eid for eid, _ in entries))  # only now: at-least-once
         self.processed += len(entries)
+        ENTRIES.inc(len(entries))
+        now_ms = time.time() * 1000
+        for eid, _ in entries:  # a stream id starts with the milliseconds Redis wrote it at
+            LAG.observe(max(0.0, now_ms - int(eid.split(b"-")[0])) / 1000)
 
     # ------------------------------------------------------------------ features
 
@@ -212,11 +224,13 @@ class PushWorker:
     def push_users(self, user_ids: list[str]) -> None:
         if not user_ids:
             return
+        start = time.perf_counter()
         rows = user_feature_rows(self._db(), user_ids, datetime.now(UTC))
         if rows:
             from feast.data_source import PushMode
 
             self.store.push(PUSH_SOURCE, pd.DataFrame(rows), to=PushMode.ONLINE)
+        PUSH_SECONDS.observe(time.perf_counter() - start)
 
     def _synced_at(self) -> float | None:
         raw = self.redis.get(self._synced_key)

@@ -9,15 +9,21 @@ import asyncio
 import logging
 import threading
 
+from core import metrics
 from core.config import Settings
 from core.grpc_server import serve
 from feature_store.push_worker import PushWorker
+from storage.streams import GROUP, STREAM
 
 log = logging.getLogger(__name__)
 
 
 async def run(settings: Settings) -> None:
     worker = await asyncio.to_thread(PushWorker, settings)
+    metrics.gauge("recsys_worker_pending", "stream entries read and not yet acknowledged", [],
+                  lambda: [([], float(worker.redis.xpending(STREAM, GROUP)["pending"]))])
+    metrics.gauge("recsys_worker_healthy", "1 while the worker reaches PostgreSQL and Redis", [],
+                  lambda: [([], 1.0 if worker.healthy else 0.0)])
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="push-worker", daemon=True)
     thread.start()
@@ -28,4 +34,5 @@ async def run(settings: Settings) -> None:
         worker.close()
         log.info("worker stopped after %d stream entries", worker.processed)
 
-    await serve(settings.worker_addr, [], lambda server: None, on_shutdown=shutdown, healthy=lambda: worker.healthy)
+    await serve(settings.worker_addr, [], lambda server: None, on_shutdown=shutdown, healthy=lambda: worker.healthy,
+                metrics_addr=settings.worker_metrics_addr)

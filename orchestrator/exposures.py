@@ -41,6 +41,10 @@ class ExposureLog:
         self.dropped = 0  # rows PostgreSQL refused, since start
         self._rows: list[Row] = []
 
+    @property
+    def buffered(self) -> int:
+        return len(self._rows)
+
     def add(self, request_id: str, user_id: str, surface: str, variant: str, item_ids: list[str]) -> None:
         if len(self._rows) >= self.max_buffer:  # PostgreSQL is down or slow: shed, never block serving
             log.warning("exposure buffer full (%d); dropping the oldest", len(self._rows))

@@ -243,6 +243,7 @@ class Trace:
     def __init__(self, keep_removed_ids: int = 0) -> None:
         self.stages: list[StageRecord] = []
         self.degraded: list[str] = []
+        self.degraded_by: list[str] = []  # the stage behind each reason (metrics count answers by it)
         self.keep_removed_ids = keep_removed_ids  # removed ids listed per filter (debug), 0 = counts only
         self._t0 = time.perf_counter()
 
@@ -263,6 +264,7 @@ class Trace:
     def degrade(self, record: StageRecord, reason: str) -> None:
         record.note = reason
         self.degraded.append(reason)
+        self.degraded_by.append(record.stage)
 
 
 def budget(component: Component, query: Any) -> float | None:
@@ -348,6 +350,7 @@ class Pipeline:
                 errors = [r.error for r in query.trace.stages if r.error and r.stage.startswith("source:")]
                 if errors:  # the sources failed (not merely gated off or empty): the answer is a fallback
                     query.trace.degraded.insert(0, f"every source failed ({errors[0]}): {s.instead or s.name} instead")
+                    query.trace.degraded_by.insert(0, "sources")
         return merge(groups, getattr(query, "want", 10 * query.k), target if fill else None)
 
     async def _fetch(

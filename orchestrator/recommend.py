@@ -25,7 +25,7 @@ from orchestrator.exposures import ExposureLog
 from orchestrator.hydrators import HISTORY_LIMIT
 from orchestrator.pipeline import Candidate, Pipeline, StageRecord, Trace
 from orchestrator.pipelines import Pipelines
-from orchestrator.query import Deps, RequestQuery
+from orchestrator.query import RECOMMEND, SIMILAR_ITEMS, TRENDING, Deps, RequestQuery
 from orchestrator.reasons import reason
 from orchestrator.sources.retrieval import RECENT_FOR_MODEL
 from orchestrator.stats import Stats
@@ -133,7 +133,7 @@ class Recommender:
                                                   model_version=q.model_version))
         bound_response(response)
         if response.degraded:
-            self.stats.count("degraded")
+            self.stats.degraded(RECOMMEND, q.trace.degraded_by)
         return response, self._effects(pipeline, q, response)
 
     @staticmethod
@@ -154,6 +154,8 @@ class Recommender:
         response = pb.SimilarItemsResponse(
             request_id=q.request_id, model_version=q.model_version, degraded=bool(q.trace.degraded),
             degraded_reasons=q.trace.degraded, items=[self._decorate(c) for c in chosen])
+        if response.degraded:
+            self.stats.degraded(SIMILAR_ITEMS, q.trace.degraded_by)
         if req.debug:
             response.debug.CopyFrom(pb.DebugTrace(stages=stage_traces(q.trace), model_version=q.model_version))
         bound_response(response)
@@ -172,6 +174,8 @@ class Recommender:
         response = pb.TrendingResponse(
             request_id=q.request_id, model_version=q.model_version, degraded=bool(q.trace.degraded),
             degraded_reasons=q.trace.degraded, items=items)
+        if response.degraded:
+            self.stats.degraded(TRENDING, q.trace.degraded_by)
         if req.debug:
             response.debug.CopyFrom(pb.DebugTrace(stages=stage_traces(q.trace), model_version=q.model_version))
         bound_response(response)

@@ -8,13 +8,14 @@ import logging
 import grpc
 from redis.asyncio import Redis
 
+from core import metrics
 from core.config import Settings
 from core.errors import InvalidArgument, NotFound
 from core.grpc_server import handles_errors, serve
 from orchestrator import config
 from orchestrator.catalog import Catalog
 from orchestrator.convert import item_from_pb, item_to_pb, user_from_pb, user_to_pb
-from orchestrator.dependencies import Breakers, guarded_channel, guarded_pool, redis_breaker
+from orchestrator.dependencies import Breakers, GuardedPool, guarded_channel, guarded_pool, redis_breaker
 from orchestrator.exposures import ExposureLog
 from orchestrator.interactions import log_interactions
 from orchestrator.recommend import Recommender
@@ -116,6 +117,21 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         return pb.UpsertItemsResponse(upserted=upserted, created=created)
 
 
+def export_gauges(pool: GuardedPool, exposures: ExposureLog, breakers: Breakers, recommender: Recommender) -> None:
+    """What /metrics reads at scrape time (core/metrics.py): nothing on the request path."""
+    metrics.gauge("recsys_dependency_up", "1 while the dependency's circuit breaker is closed, 0 while open",
+                  ["dependency"], lambda: [([b.name], 0.0 if b.is_open else 1.0) for b in breakers.all()])
+    metrics.gauge("recsys_dependency_trips", "times the dependency's breaker opened since start", ["dependency"],
+                  lambda: [([b.name], float(b.trips)) for b in breakers.all()])
+    metrics.gauge("recsys_db_pool", "the PostgreSQL pool: pool_size, pool_available, requests_waiting", ["stat"],
+                  lambda: [([k], float(v)) for k, v in pool.get_stats().items()
+                           if k in ("pool_size", "pool_available", "requests_waiting")])
+    metrics.gauge("recsys_exposure_buffer_rows", "exposure rows waiting for the next COPY", [],
+                  lambda: [([], float(exposures.buffered))])
+    metrics.info("recsys_model_version", "the model version this replica last saw retrieval serve",
+                 lambda: {"version": recommender.versions.current})
+
+
 async def run(settings: Settings) -> None:
     pool = await guarded_pool(settings.database_url, settings.db_checkout_timeout_s)
     redis = Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
@@ -133,6 +149,7 @@ async def run(settings: Settings) -> None:
         exposures, config.load(settings.config_path), stats, breakers,
     )
     background.append(asyncio.create_task(recommender.versions.watch()))
+    export_gauges(pool, exposures, breakers, recommender)
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(recommender), server)
@@ -149,4 +166,5 @@ async def run(settings: Settings) -> None:
         await redis.aclose()
         await pool.close()
 
-    await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close)
+    await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close,
+                metrics_addr=settings.orchestrator_metrics_addr)

@@ -2,7 +2,7 @@
 stats (runs by outcome, candidates in and out, latency), kept in process and added to a Redis
 hash every few seconds, so every replica's numbers sum in one place (`recsys stats`) without
 a Redis round trip per request. This is the pipelines' one stats sink (orchestrator/pipeline.py
-StatsSink); an exporter reads `snapshot()`."""
+StatsSink). The same counts go to Prometheus (the module's metrics; /metrics, core/metrics.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +10,30 @@ import asyncio
 import logging
 from collections import Counter
 
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Histogram
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from core.log_limit import Outage
+from core.metrics import LATENCY_BUCKETS
 from orchestrator.pipeline import StageRecord
 
 log = logging.getLogger(__name__)
 
 KEY = "recsys:stats"
+
+# The same numbers for Prometheus (core/metrics.py), per process.
+COMPONENT_SECONDS = Histogram(
+    "recsys_component_seconds", "pipeline components' runs: latency in seconds, by pipeline, stage and outcome "
+    "(ok, off, failed, timeout, not_needed)", ["pipeline", "stage", "outcome"], buckets=LATENCY_BUCKETS)
+COMPONENT_CANDIDATES = PromCounter(
+    "recsys_component_candidates", "candidates into and out of each pipeline component",
+    ["pipeline", "stage", "direction"])
+EVENTS = PromCounter("recsys_orchestrator_events", "cache_hit, cache_miss, degraded, exposures_dropped, ...", ["event"])
+DEGRADED = PromCounter("recsys_degraded_answers", "answers marked degraded, by RPC and the stage that degraded them "
+                       "(cache:lookup, scorer:ranker, source:..., query_hydrator:user, sources = every source failed)",
+                       ["rpc", "stage"])
 
 
 class Stats:
@@ -29,10 +44,27 @@ class Stats:
         self.pending_ms: Counter[str] = Counter()  # summed latencies, flushed as floats
         self.totals: Counter[str] = Counter()  # this process since start (what an exporter reads)
         self.outage = Outage(log, "stats flush to Redis (counts kept for the next try)", (RedisError,))
+        self._children: dict[tuple, PromCounter | Histogram] = {}
 
     def count(self, name: str, n: int = 1) -> None:
         self.pending[name] += n
         self.totals[name] += n
+        self._child(EVENTS, name).inc(n)
+
+    def degraded(self, rpc: str, stages: list[str]) -> None:
+        """An answer marked degraded, and the stages that degraded it."""
+        self.count("degraded")
+        for stage in dict.fromkeys(stages):
+            self.count(f"degraded:{rpc}:{stage}")
+            self._child(DEGRADED, rpc, stage).inc()
+
+    def _child(self, metric: PromCounter | Histogram, *labels: str) -> PromCounter | Histogram:
+        """metric.labels(*labels), looked up once per label set (labels() takes a lock per call)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def stage(self, pipeline: str, record: StageRecord) -> None:
         """One component's run: `stage:<pipeline>:<component>:<outcome>` counts, candidates in and
@@ -45,6 +77,11 @@ class Stats:
                 self.totals[name] += n
         self.pending_ms[f"{key}:ms"] += record.latency_ms
         self.totals[f"{key}:ms"] += record.latency_ms
+        self._child(COMPONENT_SECONDS, pipeline, record.stage, record.outcome).observe(record.latency_ms / 1000)
+        if record.candidates_in:
+            self._child(COMPONENT_CANDIDATES, pipeline, record.stage, "in").inc(record.candidates_in)
+        if record.candidates_out:
+            self._child(COMPONENT_CANDIDATES, pipeline, record.stage, "out").inc(record.candidates_out)
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.totals)

@@ -9,6 +9,7 @@ import asyncio
 
 import grpc
 
+from core import metrics
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
 from feature_store.store import OnlineFeatures
@@ -38,12 +39,16 @@ async def run(settings: Settings) -> None:
     watchers = [asyncio.create_task(items.watch()), asyncio.create_task(learned.watch())]
 
     ranking = Ranking(online, items, WeightedScorer(), learned)
+    metrics.info("recsys_model_version", "the learned ranker's model version ('' = the weighted scorer)",
+                 lambda: {"version": learned.version, "item_features": str(items.version or "")})
+    metrics.gauge("recsys_ranking_item_features", "items whose features ranking holds in memory", [],
+                  lambda: [([], len(items.features))])
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_RankingServicer_to_server(RankingServicer(ranking), server)
 
     try:
-        await serve(settings.ranking_addr, ["Ranking"], register)
+        await serve(settings.ranking_addr, ["Ranking"], register, metrics_addr=settings.ranking_metrics_addr)
     finally:
         for w in watchers:
             w.cancel()

@@ -7,6 +7,7 @@ import logging
 
 import grpc
 
+from core import metrics
 from core.candidates import Candidate
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
@@ -83,12 +84,13 @@ async def run(settings: Settings) -> None:
             log.warning("live sync failed at start: %s", exc)
             retriever.live.reset()
     background = [asyncio.create_task(retriever.watch()), asyncio.create_task(retriever.follow())]
+    metrics.info("recsys_model_version", "the model version retrieval serves", lambda: {"version": retriever.version})
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_RetrievalServicer_to_server(RetrievalServicer(retriever), server)
 
     try:
-        await serve(settings.retrieval_addr, ["Retrieval"], register)
+        await serve(settings.retrieval_addr, ["Retrieval"], register, metrics_addr=settings.retrieval_metrics_addr)
     finally:
         for task in background:
             task.cancel()

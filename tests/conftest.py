@@ -65,6 +65,12 @@ def redis_url() -> str:
     return TEST_REDIS_URL
 
 
+def metrics_addrs() -> dict[str, str]:
+    """Free ports for every service's /metrics (the defaults, 9151-9154, belong to `make demo`)."""
+    return {f"{name}_metrics_addr": f"127.0.0.1:{free_port()}" for name in ("orchestrator", "retrieval", "ranking",
+                                                                           "worker")}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -133,6 +139,7 @@ def _running_stack(database_url: str, redis_url: str, tmp_path_factory: pytest.T
         artifacts_dir=tmp / "artifacts", var_dir=tmp / "var", feast_project=f"t{uuid.uuid4().hex[:8]}",
         orchestrator_addr=f"127.0.0.1:{free_port()}", retrieval_addr=f"127.0.0.1:{free_port()}",
         ranking_addr=f"127.0.0.1:{free_port()}", worker_addr=f"127.0.0.1:{free_port()}",
+        **metrics_addrs(),
     )
     ds = movielens.load(movielens.fetch(settings.data_dir))
     load_frames(database_url, ds.users, ds.items, ds.interactions, replace=True)

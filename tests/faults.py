@@ -44,7 +44,7 @@ from typing import Any
 from core.config import Settings
 from recsys import embedded
 from storage.db import migrate
-from tests.conftest import free_port
+from tests.conftest import free_port, metrics_addrs
 
 
 @dataclass
@@ -65,6 +65,7 @@ class OwnedServers:
             feast_project=self.feast_project,
             orchestrator_addr=f"127.0.0.1:{free_port()}", retrieval_addr=f"127.0.0.1:{free_port()}",
             ranking_addr=f"127.0.0.1:{free_port()}", worker_addr=f"127.0.0.1:{free_port()}",
+            **metrics_addrs(),
         )
         return replace(base, **overrides)
 

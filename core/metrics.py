@@ -1,0 +1,115 @@
+"""Prometheus metrics (prometheus-client) every service exports at http://ADDR/metrics.
+
+Each service process has its own registry (the client's default one) and serves it from a
+thread of prometheus-client's own HTTP server; the address comes from Settings
+(`RECSYS_<SERVICE>_METRICS_ADDR`, empty = off). What every server has: calls per method and
+status code with their latency (`recsys_rpc_seconds`, a server interceptor). What a service adds
+(its pipeline components, dependencies, model version) it registers itself, often as a gauge read
+at scrape time (`gauge`), so the hot path pays nothing for it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import grpc
+from prometheus_client import Histogram, start_http_server
+from prometheus_client.core import REGISTRY, GaugeMetricFamily, InfoMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger(__name__)
+
+# latency buckets from a cache hit (~1 ms) to a deadline (~0.5 s)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
+
+RPC_SECONDS = Histogram("recsys_rpc_seconds", "gRPC calls served, by method and status code: latency in seconds",
+                        ["method", "code"], buckets=LATENCY_BUCKETS)
+
+
+class RpcMetrics(grpc.aio.ServerInterceptor):
+    """Every unary call's latency and status code (health checks included: a probe storm shows)."""
+
+    def __init__(self) -> None:
+        self._children: dict[tuple[str, str], Any] = {}  # .labels() costs a lock and a dict: once per pair
+
+    def observe(self, method: str, code: grpc.StatusCode | None, seconds: float) -> None:
+        key = (method, code.name if code is not None else "OK")
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = RPC_SECONDS.labels(*key)
+        child.observe(seconds)
+
+    async def intercept_service(self, continuation: Any, details: grpc.HandlerCallDetails) -> Any:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behaviour, method = handler.unary_unary, details.method.rsplit("/", 1)[-1]
+
+        async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter()
+            try:
+                response = await behaviour(request, context)
+            except BaseException:
+                code = context.code()
+                self.observe(method, code if isinstance(code, grpc.StatusCode) else grpc.StatusCode.UNKNOWN,
+                             time.perf_counter() - start)
+                raise
+            code = context.code()
+            self.observe(method, code if isinstance(code, grpc.StatusCode) else None, time.perf_counter() - start)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            measured, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+
+def serve_metrics(addr: str) -> bool:
+    """Serve the process's metrics at http://addr/metrics from a thread; False when off or the port is taken
+    (the service serves on without metrics: a metrics port must never keep it from starting)."""
+    if not addr:
+        return False
+    host, _, port = addr.rpartition(":")
+    try:
+        start_http_server(int(port), addr=host or "127.0.0.1")
+    except (OSError, ValueError) as exc:
+        log.warning("no metrics endpoint at %s: %s", addr, exc)
+        return False
+    log.info("metrics at http://%s/metrics", addr)
+    return True
+
+
+class _Gauges(Collector):
+    def __init__(self, name: str, doc: str, labels: list[str], read: Callable[[], Iterable[tuple[list[str], float]]]):
+        self.name, self.doc, self.labels, self.read = name, doc, labels, read
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(self.name, self.doc, labels=self.labels)
+        try:
+            for values, value in self.read():
+                family.add_metric(values, value)
+        except Exception as exc:  # noqa: BLE001 - a scrape never fails for one gauge
+            log.debug("gauge %s unreadable: %s", self.name, exc)
+        yield family
+
+
+class _Info(Collector):
+    def __init__(self, name: str, doc: str, read: Callable[[], dict[str, str]]) -> None:
+        self.name, self.doc, self.read = name, doc, read
+
+    def collect(self) -> Iterable[InfoMetricFamily]:
+        family = InfoMetricFamily(self.name, self.doc)
+        family.add_metric([], self.read())
+        yield family
+
+
+def gauge(name: str, doc: str, labels: list[str], read: Callable[[], Iterable[tuple[list[str], float]]]) -> None:
+    """A gauge whose values `read()` gives at scrape time: ([label values], value) pairs."""
+    REGISTRY.register(_Gauges(name, doc, labels, read))
+
+
+def info(name: str, doc: str, read: Callable[[], dict[str, str]]) -> None:
+    """An info metric (`name_info{...} 1`) whose labels `read()` gives at scrape time."""
+    REGISTRY.register(_Info(name, doc, read))
