@@ -32,6 +32,8 @@ from core.metrics import RpcMetrics, serve_metrics
 from protos import recsys_pb2
 
 log = logging.getLogger(__name__)
+
+LIVENESS = "liveness"  # the health service name that says only "this process answers"
 _client_errors = RateLimitedLog(log)
 
 Registrar = Callable[[grpc.aio.Server], None]
@@ -53,8 +55,10 @@ async def serve(
 ) -> None:
     """Serve until SIGTERM/SIGINT. service_names are short names from recsys.proto ("Retrieval").
 
-    healthy: when given, the health status follows it (SERVING / NOT_SERVING, polled), for a
-    service that cannot do its work while a server it needs is away. metrics_addr: where
+    Health: the service names and "" are readiness: they follow `healthy` when given (SERVING /
+    NOT_SERVING, polled), for a service that cannot do its work (no model loaded, a server it needs
+    away); "liveness" is SERVING while the process serves at all (a Kubernetes liveness probe: restart
+    only a process that stopped answering, never one waiting on PostgreSQL). metrics_addr: where
     http://.../metrics answers (core/metrics.py); empty = nowhere.
     """
     drain = Drain()  # outermost: while draining, a call is refused before anything else runs
@@ -71,6 +75,7 @@ async def serve(
     names = [*full_names, ""]
     serving = healthy is None or healthy()
     await _set_health(health_servicer, names, serving)  # before the first call
+    await _set_health(health_servicer, [LIVENESS], True)
     await server.start()
     watcher = None
     if healthy is not None:

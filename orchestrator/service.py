@@ -166,5 +166,6 @@ async def run(settings: Settings) -> None:
         await redis.aclose()
         await pool.close()
 
+    # not ready while PostgreSQL cannot be reached at all (its breaker open): answers are cold starts
     await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close,
-                metrics_addr=settings.orchestrator_metrics_addr)
+                metrics_addr=settings.orchestrator_metrics_addr, healthy=lambda: not breakers.postgres.is_open)

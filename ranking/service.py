@@ -48,7 +48,9 @@ async def run(settings: Settings) -> None:
         pb_grpc.add_RankingServicer_to_server(RankingServicer(ranking), server)
 
     try:
-        await serve(settings.ranking_addr, ["Ranking"], register, metrics_addr=settings.ranking_metrics_addr)
+        await serve(settings.ranking_addr, ["Ranking"], register, metrics_addr=settings.ranking_metrics_addr,
+                    # ready with a learned ranker, or at least item features for the weighted scorer
+                    healthy=lambda: learned.ranker is not None or bool(items.features))
     finally:
         for w in watchers:
             w.cancel()

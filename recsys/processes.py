@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core.config import ROOT, Settings
+from core.grpc_server import LIVENESS
 
 # Start order matters: the orchestrator calls retrieval and ranking.
 SERVICES = ("retrieval", "ranking", "orchestrator", "worker")
@@ -35,10 +36,12 @@ def log_file(settings: Settings, name: str) -> Path:
     return settings.var_dir / "log" / f"{name}.log"
 
 
-def is_serving(addr: str, timeout_s: float = 1.0) -> bool:
+def is_serving(addr: str, timeout_s: float = 1.0, service: str = "") -> bool:
+    """The health check of `service` ("" = readiness, LIVENESS = the process answers) says SERVING."""
     try:
         with grpc.insecure_channel(addr) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
+                                                               timeout=timeout_s)
         return reply.status == health_pb2.HealthCheckResponse.SERVING
     except grpc.RpcError:
         return False
@@ -60,11 +63,23 @@ def start(settings: Settings, name: str, timeout_s: float = 120.0) -> subprocess
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_file(settings, name)}")
-        if is_serving(address(settings, name), 0.5):
+        if is_serving(address(settings, name), 0.5, LIVENESS):
+            _report_readiness(settings, name, deadline)
             return proc
         time.sleep(0.2)
     proc.terminate()
     raise RuntimeError(f"{name} did not become healthy in {timeout_s:.0f} s; see {log_file(settings, name)}")
+
+
+def _report_readiness(settings: Settings, name: str, deadline: float, wait_s: float = 5.0) -> None:
+    """A started service that is not ready (no model loaded, a server it needs away) says so."""
+    until = min(deadline, time.monotonic() + wait_s)
+    while not is_serving(address(settings, name), 0.5):
+        if time.monotonic() >= until:
+            print(f"warning: {name} is running but not ready (no model loaded? run `recsys train`); "
+                  f"see {log_file(settings, name)}", file=sys.stderr)
+            return
+        time.sleep(0.1)
 
 
 def start_all(settings: Settings) -> None:

@@ -90,7 +90,8 @@ async def run(settings: Settings) -> None:
         pb_grpc.add_RetrievalServicer_to_server(RetrievalServicer(retriever), server)
 
     try:
-        await serve(settings.retrieval_addr, ["Retrieval"], register, metrics_addr=settings.retrieval_metrics_addr)
+        await serve(settings.retrieval_addr, ["Retrieval"], register, metrics_addr=settings.retrieval_metrics_addr,
+                    healthy=lambda: retriever.served is not None)  # ready once a model version is loaded
     finally:
         for task in background:
             task.cancel()

@@ -15,6 +15,7 @@ import psycopg
 import pytest
 
 from core.config import Settings
+from core.grpc_server import LIVENESS
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
@@ -75,6 +76,9 @@ def test_postgresql_down_recommend_degrades_writes_answer_unavailable_and_all_re
         answers = [_miss(api, str(u)) for u in range(1, 31)]  # every one within the 300 ms deadline
         assert all(len(a.items) == 10 and a.degraded for a in answers)
         assert all(any("user history unavailable" in r for r in a.degraded_reasons) for a in answers)
+        # not ready (PostgreSQL unreachable: answers are cold starts), yet alive and answering
+        assert not processes.is_serving(own[1].orchestrator_addr, 2.0)
+        assert processes.is_serving(own[1].orchestrator_addr, 2.0, LIVENESS)
         # once detected, the dead server is not even tried: the hydrator is refused by the breaker
         stage = next(s for s in _miss(api, "7", debug=True).debug.stages if s.stage == "query_hydrator:user")
         assert stage.outcome == "failed" and "CircuitOpen" in stage.note, stage
@@ -91,6 +95,7 @@ def test_postgresql_down_recommend_degrades_writes_answer_unavailable_and_all_re
         servers.start_postgres()
     took = eventually(lambda: _full(api), timeout_s=10)
     assert took < 5.0, f"first full answer {took:.1f} s after PostgreSQL was back"
+    eventually(lambda: processes.is_serving(own[1].orchestrator_addr, 1.0), timeout_s=5)  # ready again
 
     # the client retries the write it was refused, then retries again (a lost answer): stored once
     first = api.LogInteractions(_click(user, event), timeout=5).results[0]
