@@ -9,6 +9,7 @@ Side effects (cache write, exposure log) run after the response is sent.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 
 from psycopg_pool import AsyncConnectionPool
@@ -16,6 +17,8 @@ from redis.asyncio import Redis
 
 from core.config import Settings
 from core.errors import NotFound
+from core.log_limit import RateLimitedLog
+from core.logs import set_request, user_hash
 from orchestrator.cache import ModelVersion, RecommendationCache
 from orchestrator.catalog import Catalog
 from orchestrator.config import OrchestratorConfig
@@ -80,6 +83,9 @@ def _stage_pb(r: StageRecord) -> pb.StageTrace:
     return st
 
 
+log = logging.getLogger(__name__)
+
+
 class Recommender:
     def __init__(
         self, settings: Settings, pool: AsyncConnectionPool, redis: Redis,
@@ -97,6 +103,7 @@ class Recommender:
         self.versions = ModelVersion(self.deps)
         self.cache = RecommendationCache(self.deps, self.versions)
         self.pipelines = Pipelines(self.deps)
+        self._degraded_log = RateLimitedLog(log, interval_s=10.0)
 
     # ------------------------------------------------------------------ Recommend
 
@@ -111,6 +118,7 @@ class Recommender:
     ) -> tuple[pb.RecommendResponse, After]:
         """The answer, and its side effects (cache write, exposure log) to run once it is sent."""
         q = recommend_query(req, self.config, remaining)
+        set_request(request_id=q.request_id, user=user_hash(q.user_id), surface=q.surface)
         q.scratch["request"] = req
         pipeline = self.pipelines.recommend(q.params.sources)
         cached = await self.cache.lookup(q, req)
@@ -133,8 +141,14 @@ class Recommender:
                                                   model_version=q.model_version))
         bound_response(response)
         if response.degraded:
-            self.stats.degraded(RECOMMEND, q.trace.degraded_by)
+            self._degraded(RECOMMEND, q)
         return response, self._effects(pipeline, q, response)
+
+    def _degraded(self, rpc: str, q: RequestQuery) -> None:
+        """Counted per stage; one warning per RPC and stage every 10 s (an outage is thousands of answers)."""
+        self.stats.degraded(rpc, q.trace.degraded_by)
+        key = f"{rpc}:{','.join(q.trace.degraded_by)}"
+        self._degraded_log.warning(key, "degraded %s answer: %s", rpc, "; ".join(q.trace.degraded))
 
     @staticmethod
     def _effects(pipeline: Pipeline, q: RequestQuery, response: pb.RecommendResponse) -> After:
@@ -148,6 +162,7 @@ class Recommender:
 
     async def similar_items(self, req: pb.SimilarItemsRequest, remaining: Remaining) -> pb.SimilarItemsResponse:
         q = similar_query(req, self.config, remaining)
+        set_request(request_id=q.request_id, user=user_hash(q.user_id), surface=q.surface)
         if self.catalog.get(q.item_id) is None:
             raise NotFound(f"item_id: no item {q.item_id!r}")
         chosen = await self.pipelines.similar_items(q.item_sources).run(q)
@@ -155,7 +170,7 @@ class Recommender:
             request_id=q.request_id, model_version=q.model_version, degraded=bool(q.trace.degraded),
             degraded_reasons=q.trace.degraded, items=[self._decorate(c) for c in chosen])
         if response.degraded:
-            self.stats.degraded(SIMILAR_ITEMS, q.trace.degraded_by)
+            self._degraded(SIMILAR_ITEMS, q)
         if req.debug:
             response.debug.CopyFrom(pb.DebugTrace(stages=stage_traces(q.trace), model_version=q.model_version))
         bound_response(response)
@@ -165,6 +180,7 @@ class Recommender:
         """Trending in a window ("1h", "24h", "7d"; time-decayed counts) or all-time popular,
         overall or in a category and/or a user segment: the retrieval service's trending source."""
         q = trending_query(req, self.config, remaining)
+        set_request(request_id=q.request_id, surface=q.surface)
         chosen = await self.pipelines.trending.run(q)
         items = []
         for c in chosen:
@@ -175,7 +191,7 @@ class Recommender:
             request_id=q.request_id, model_version=q.model_version, degraded=bool(q.trace.degraded),
             degraded_reasons=q.trace.degraded, items=items)
         if response.degraded:
-            self.stats.degraded(TRENDING, q.trace.degraded_by)
+            self._degraded(TRENDING, q)
         if req.debug:
             response.debug.CopyFrom(pb.DebugTrace(stages=stage_traces(q.trace), model_version=q.model_version))
         bound_response(response)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Annotated
@@ -248,7 +247,9 @@ def serve(
         return
     if service not in processes.SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; use one of {', '.join(processes.SERVICES)} or all")
-    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s {service} %(levelname)s %(name)s: %(message)s")
+    from core.logs import configure
+
+    configure(service)  # text, or JSON lines with RECSYS_LOG_FORMAT=json
     # Loading makes hundreds of thousands of objects that live as long as the process; collecting while
     # it runs only walks them again and again. The server collects once and freezes them before serving.
     gc.disable()
