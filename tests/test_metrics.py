@@ -14,6 +14,7 @@ from core.config import Settings
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
+from tests.faults import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -61,6 +62,8 @@ def test_component_histograms_and_degraded_answers_move_with_ranking_stopped(
     finally:
         processes.start(stack, "ranking")
     after = scrape(stack.orchestrator_metrics_addr)
+    eventually(lambda: not api.Recommend(pb.RecommendRequest(user_id="20", k=5, context=pb.Context(
+        surface=f"m-{uuid.uuid4().hex[:6]}")), timeout=10).degraded)  # the breaker's probe lets ranking back
     failed = value(after, "recsys_component_seconds_count", **ranker, outcome="failed") - value(
         before, "recsys_component_seconds_count", **ranker, outcome="failed")
     assert failed == 5
