@@ -230,6 +230,15 @@ def stats() -> None:
         typer.echo(table)
 
 
+@app.command()
+def status() -> None:
+    """The running stack on one screen: each service's health (ready, not ready, down), model version,
+    request rate and p99 over the last second, the degraded share, dependencies down, worker lag."""
+    from recsys.status import status as show
+
+    typer.echo(show(_settings(start_servers=False)))
+
+
 # ---------------------------------------------------------------------------- serve
 
 

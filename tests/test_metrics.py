@@ -75,3 +75,25 @@ def test_component_histograms_and_degraded_answers_move_with_ranking_stopped(
         before, "recsys_component_seconds_count", **source)
     assert value(after, "recsys_component_candidates_total", pipeline="recommend", stage="scorer:ranker",
                  direction="in") > 0
+
+
+def test_recsys_status_shows_every_service_ready_with_its_rate(stack: Settings, api: pb_grpc.RecommenderStub) -> None:
+    from recsys.status import status
+
+    for _ in range(3):
+        api.Recommend(pb.RecommendRequest(user_id="1", k=5), timeout=10)
+    lines = status(stack, window_s=0.5).splitlines()
+    assert lines[0].split()[:3] == ["service", "health", "model"]
+    by_service = {line.split()[0]: line.split() for line in lines[1:]}
+    assert set(by_service) == {"retrieval", "ranking", "orchestrator", "worker"}
+    assert all(cols[1] == "ready" for cols in by_service.values()), lines
+    assert by_service["orchestrator"][2] == by_service["retrieval"][2]  # one model version across the stack
+
+
+def test_quantile_reads_a_cumulative_histogram() -> None:
+    from recsys.status import delta, quantile
+
+    cumulative = {0.001: 50.0, 0.01: 98.0, 0.1: 100.0, float("inf"): 100.0}
+    assert quantile(cumulative, 0.5) == 0.001 and quantile(cumulative, 0.99) == 0.1
+    assert quantile({0.1: 0.0, float("inf"): 0.0}, 0.99) is None
+    assert delta(cumulative, {0.001: 50.0, 0.01: 50.0, 0.1: 50.0, float("inf"): 50.0})[0.01] == 48.0
