@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from core import tracing
 from core.errors import RecsysError
 from core.log_limit import RateLimitedLog
 from core.metrics import RpcMetrics, serve_metrics
@@ -62,7 +63,8 @@ async def serve(
     http://.../metrics answers (core/metrics.py); empty = nowhere.
     """
     drain = Drain()  # outermost: while draining, a call is refused before anything else runs
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[drain, *(make() for make in INTERCEPTORS)])
+    interceptors = [drain, *tracing.server_interceptors(), *(make() for make in INTERCEPTORS)]
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -23,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from core import tracing
 from core.breaker import Breaker, summary
 from core.errors import Unavailable
 from storage.db import async_pool
@@ -101,7 +102,8 @@ def guarded_channel(name: str, addr: str, options: list[tuple[str, Any]]) -> tup
             raise Unavailable(f"{name} says {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
 
     breaker = Breaker(name, probe, grpc_down)
-    channel = grpc.aio.insecure_channel(addr, options=options, interceptors=[BreakerInterceptor(breaker)])
+    interceptors = [BreakerInterceptor(breaker), *tracing.client_interceptors()]
+    channel = grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)
     holder.append(channel)
     return channel, breaker
 

@@ -36,6 +36,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from core import tracing
 from core.errors import InvalidArgument, NotFound
 from core.interleave import interleave
 
@@ -493,6 +494,10 @@ class Pipeline:
     def _record(self, record: StageRecord) -> None:
         if self.stats is not None:
             self.stats.stage(self.name, record)
+        if tracing.enabled:
+            tracing.component_span(record.stage, record.latency_ms, {
+                "recsys.pipeline": self.name, "recsys.outcome": record.outcome,
+                "recsys.candidates_in": record.candidates_in, "recsys.candidates_out": record.candidates_out})
 
 
 def merge(

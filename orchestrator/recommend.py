@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
+from core import tracing
 from core.config import Settings
 from core.errors import NotFound
 from core.log_limit import RateLimitedLog
@@ -119,6 +120,7 @@ class Recommender:
         """The answer, and its side effects (cache write, exposure log) to run once it is sent."""
         q = recommend_query(req, self.config, remaining)
         set_request(request_id=q.request_id, user=user_hash(q.user_id), surface=q.surface)
+        tracing.annotate(request_id=q.request_id, surface=q.surface)
         q.scratch["request"] = req
         pipeline = self.pipelines.recommend(q.params.sources)
         cached = await self.cache.lookup(q, req)
@@ -163,6 +165,7 @@ class Recommender:
     async def similar_items(self, req: pb.SimilarItemsRequest, remaining: Remaining) -> pb.SimilarItemsResponse:
         q = similar_query(req, self.config, remaining)
         set_request(request_id=q.request_id, user=user_hash(q.user_id), surface=q.surface)
+        tracing.annotate(request_id=q.request_id, surface=q.surface)
         if self.catalog.get(q.item_id) is None:
             raise NotFound(f"item_id: no item {q.item_id!r}")
         chosen = await self.pipelines.similar_items(q.item_sources).run(q)
@@ -181,6 +184,7 @@ class Recommender:
         overall or in a category and/or a user segment: the retrieval service's trending source."""
         q = trending_query(req, self.config, remaining)
         set_request(request_id=q.request_id, surface=q.surface)
+        tracing.annotate(request_id=q.request_id, surface=q.surface)
         chosen = await self.pipelines.trending.run(q)
         items = []
         for c in chosen:

@@ -259,6 +259,9 @@ def serve(
     from core.logs import configure
 
     configure(service)  # text, or JSON lines with RECSYS_LOG_FORMAT=json
+    from core import tracing
+
+    tracing.configure(service)  # off unless OTEL_TRACES_EXPORTER says otherwise
     # Loading makes hundreds of thousands of objects that live as long as the process; collecting while
     # it runs only walks them again and again. The server collects once and freezes them before serving.
     gc.disable()
