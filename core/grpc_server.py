@@ -48,6 +48,7 @@ async def serve(
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
     grace_s: float = 5.0,
     healthy: Callable[[], bool] | None = None,
+    extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> None:
     """Serve until SIGTERM/SIGINT. service_names are short names from recsys.proto ("Retrieval").
 
@@ -55,7 +56,8 @@ async def serve(
     service that cannot do its work while a server it needs is away.
     """
     drain = Drain()  # outermost: while draining, a call is refused before anything else runs
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[drain, *(make() for make in INTERCEPTORS)])
+    interceptors = [drain, *extra_interceptors, *(make() for make in INTERCEPTORS)]  # extra: authentication
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -11,12 +11,15 @@ import threading
 
 from core.config import Settings
 from core.grpc_server import serve
+from core.service_auth import internal_interceptors
 from feature_store.push_worker import PushWorker
 
 log = logging.getLogger(__name__)
 
 
 async def run(settings: Settings) -> None:
+    # The endpoint serves only health checks (open) today; a method added to it is guarded from the start.
+    interceptors = internal_interceptors(settings, settings.worker_addr)
     worker = await asyncio.to_thread(PushWorker, settings)
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,), name="push-worker", daemon=True)
@@ -28,4 +31,5 @@ async def run(settings: Settings) -> None:
         worker.close()
         log.info("worker stopped after %d stream entries", worker.processed)
 
-    await serve(settings.worker_addr, [], lambda server: None, on_shutdown=shutdown, healthy=lambda: worker.healthy)
+    await serve(settings.worker_addr, [], lambda server: None, on_shutdown=shutdown, healthy=lambda: worker.healthy,
+                extra_interceptors=interceptors)

@@ -11,6 +11,7 @@ import grpc
 
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
+from core.service_auth import internal_interceptors
 from feature_store.store import OnlineFeatures
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
@@ -30,6 +31,7 @@ class RankingServicer(pb_grpc.RankingServicer):
 
 
 async def run(settings: Settings) -> None:
+    interceptors = internal_interceptors(settings, settings.ranking_addr)  # a wrong setting fails before loading
     online = OnlineFeatures(settings)
     items = ItemFeatureCache(online, settings.database_url)
     learned = RankerSlot(artifacts_dir=settings.artifacts_dir)
@@ -43,7 +45,7 @@ async def run(settings: Settings) -> None:
         pb_grpc.add_RankingServicer_to_server(RankingServicer(ranking), server)
 
     try:
-        await serve(settings.ranking_addr, ["Ranking"], register)
+        await serve(settings.ranking_addr, ["Ranking"], register, extra_interceptors=interceptors)
     finally:
         for w in watchers:
             w.cancel()

@@ -17,6 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core.config import ROOT, Settings
+from core.service_auth import with_service_token
 
 # Start order matters: the orchestrator calls retrieval and ranking.
 SERVICES = ("retrieval", "ranking", "orchestrator", "worker")
@@ -67,9 +68,12 @@ def start(settings: Settings, name: str, timeout_s: float = 120.0) -> subprocess
     raise RuntimeError(f"{name} did not become healthy in {timeout_s:.0f} s; see {log_file(settings, name)}")
 
 
-def start_all(settings: Settings) -> None:
+def start_all(settings: Settings) -> Settings:
+    """Start every service; with no service token configured, they share one generated for them."""
+    settings = with_service_token(settings)
     for name in SERVICES:
         start(settings, name)
+    return settings
 
 
 def stop(settings: Settings, name: str, timeout_s: float = 15.0) -> bool:

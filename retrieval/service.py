@@ -11,6 +11,7 @@ from core.candidates import Candidate
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
 from core.retrieve import SourceSpec
+from core.service_auth import internal_interceptors
 from core.trending import TrendingConfig
 from core.validation import check_count, check_ids, check_name, check_user_context
 from protos import recsys_pb2 as pb
@@ -74,6 +75,7 @@ def to_candidate_list(found: list[Candidate]) -> pb.CandidateList:
 
 
 async def run(settings: Settings) -> None:
+    interceptors = internal_interceptors(settings, settings.retrieval_addr)  # a wrong setting fails before loading
     retriever = Retriever(settings.artifacts_dir, settings.database_url, TrendingConfig.from_env())
     retriever.load()
     if retriever.live is not None:
@@ -88,7 +90,7 @@ async def run(settings: Settings) -> None:
         pb_grpc.add_RetrievalServicer_to_server(RetrievalServicer(retriever), server)
 
     try:
-        await serve(settings.retrieval_addr, ["Retrieval"], register)
+        await serve(settings.retrieval_addr, ["Retrieval"], register, extra_interceptors=interceptors)
     finally:
         for task in background:
             task.cancel()
