@@ -12,12 +12,16 @@ import gc
 import json
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from core.config import Settings
+
+if TYPE_CHECKING:
+    import psycopg
 
 app = typer.Typer(help="A gRPC recommendation serving system.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Fetch datasets and load them into PostgreSQL.", no_args_is_help=True)
@@ -28,6 +32,8 @@ app.add_typer(features_app, name="features")
 batch_app = typer.Typer(help="Batch jobs over all users.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(batch_app, name="batch")
+keys_app = typer.Typer(help="API keys of the public API (docs/security.md).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 def _settings(start_servers: bool = True) -> Settings:
@@ -229,6 +235,80 @@ def stats() -> None:
     if table:
         typer.echo("")
         typer.echo(table)
+
+
+# ---------------------------------------------------------------------------- keys
+
+
+def _fail(msg: str) -> typer.Exit:
+    """A user's mistake: one line on stderr, exit status 2, no traceback."""
+    typer.secho(msg, fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
+def _keys_db() -> psycopg.Connection:
+    import psycopg
+
+    from storage.db import connect
+
+    try:
+        return connect(_settings().database_url, autocommit=True)  # _settings() migrates: api_keys exists
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(f"cannot reach PostgreSQL: {first}") from None
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="read (recommendations, users, items), write (and interactions, "
+                                            "upserts) or admin (everything)")],
+    name: Annotated[str, typer.Option(help="What the key is for (shown by `keys list`)")] = "",
+) -> None:
+    """Create an API key and print it, once: only its hash is stored."""
+    from storage.api_keys import SCOPES, create_key
+
+    if scope not in SCOPES:
+        raise _fail(f"--scope {scope!r}: use one of {', '.join(SCOPES)}")
+    if len(name) > 200:
+        raise _fail("--name: at most 200 characters")
+    with _keys_db() as conn:
+        record, key = create_key(conn, scope, name)
+    _say(f"API key {record.id} ({scope}{', ' + name if name else ''}); it is shown only now, keep it:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The API keys: id, name, scope, created, last used, revoked (never the keys themselves)."""
+    from storage.api_keys import list_keys
+
+    with _keys_db() as conn:
+        keys = list_keys(conn)
+    if not keys:
+        _say("no API keys; create one with `recsys keys create --scope read`")
+        return
+
+    def when(t: datetime | None) -> str:
+        return t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+    typer.echo(f"{'id':>5}  {'name':<24} {'scope':<6} {'created':<19}  {'last used':<19}  revoked")
+    for k in keys:
+        typer.echo(f"{k.id:>5}  {k.name[:24]:<24} {k.scope:<6} {when(k.created_at):<19}  "
+                   f"{when(k.last_used_at):<19}  {when(k.revoked_at)}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (`recsys keys list`)")]) -> None:
+    """Revoke an API key: the orchestrators refuse it within about a second."""
+    from storage.api_keys import revoke_key
+
+    if not key_id.isdigit():
+        raise _fail(f"ID {key_id!r}: a key's number, as `recsys keys list` shows it")
+    with _keys_db() as conn:
+        record = revoke_key(conn, int(key_id))
+    if record is None:
+        raise _fail(f"no API key {key_id} (see `recsys keys list`)")
+    _say(f"API key {record.id} ({record.scope}{', ' + record.name if record.name else ''}) revoked")
 
 
 # ---------------------------------------------------------------------------- serve
