@@ -53,34 +53,37 @@ class KeyCache:
         self._ttl_s = ttl_s
         self._max = max_entries
         self._entries: OrderedDict[str, tuple[float, ApiKey | None]] = OrderedDict()
-        self._pending: dict[str, asyncio.Future[ApiKey | None]] = {}
+        self._pending: dict[str, asyncio.Task[ApiKey | None]] = {}
 
     async def get(self, key: str) -> ApiKey | None:
-        now = time.monotonic()
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > now:
+        if entry is not None and entry[0] > time.monotonic():
             self._entries.move_to_end(key)
             return entry[1]
-        if key in self._pending:  # one lookup per key at a time: concurrent calls share it
-            return await asyncio.shield(self._pending[key])
-        future: asyncio.Future[ApiKey | None] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
+        task = self._pending.get(key)
+        if task is None:  # one lookup per key at a time: concurrent calls share it, and a caller that
+            task = asyncio.create_task(self._refresh(key, entry))  # gives up (deadline) does not cancel it
+            self._pending[key] = task
+            task.add_done_callback(lambda t: self._done(key, t))
+        return await asyncio.shield(task)
+
+    async def _refresh(self, key: str, entry: tuple[float, ApiKey | None] | None) -> ApiKey | None:
         try:
             found = await self._lookup(key)
-        except Exception as exc:
+        except Exception:
             if entry is None:
-                future.set_exception(exc)
-                future.exception()  # retrieved: no "never retrieved" warning when nobody else waited
                 raise
             found = entry[1]  # PostgreSQL away: the remembered answer holds until it is back
-        finally:
-            self._pending.pop(key, None)
         self._entries[key] = (time.monotonic() + self._ttl_s, found)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max:
             self._entries.popitem(last=False)
-        future.set_result(found)
         return found
+
+    def _done(self, key: str, task: asyncio.Task[ApiKey | None]) -> None:
+        self._pending.pop(key, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: no "never retrieved" warning when every caller gave up
 
 
 def api_key_interceptor(lookup: Lookup) -> CheckingInterceptor:
