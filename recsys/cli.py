@@ -422,10 +422,28 @@ def demo(
     store.materialize(settings)
     _say("starting retrieval, ranking and orchestrator ...")
     processes.start_all(settings)
+    _demo_key(settings)
     for user_id in users or ["1", "42", "196", "new-user-without-history"]:
         print_recommendations(user_id, call(settings.orchestrator_addr, user_id, 5, "home", False))
     _say(f"demo ready in {time.monotonic() - started:.0f} s")
     _print_reach(settings)
+
+
+def _demo_key(settings: Settings) -> None:
+    """With auth on (a non-loopback address), the demo's own calls need an API key: a new read key."""
+    import os
+
+    from core.service_auth import is_loopback
+    from storage.api_keys import create_key
+    from storage.db import connect
+
+    on = settings.auth == "on" or (settings.auth == "auto" and not is_loopback(settings.orchestrator_addr))
+    if not on or os.environ.get("RECSYS_API_KEY"):
+        return
+    with connect(settings.database_url, autocommit=True) as conn:
+        record, key = create_key(conn, "read", "demo")
+    os.environ["RECSYS_API_KEY"] = key  # recsys.client sends it
+    _say(f"auth is on: the demo calls with a new read key (id {record.id}, shown once): {key}")
 
 
 def main() -> None:
