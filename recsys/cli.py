@@ -372,6 +372,7 @@ The stack is running:
   Redis                     {settings.redis_url}
   logs                      {settings.var_dir / 'log'}
 Try: grpcurl -plaintext {settings.orchestrator_addr} list   (server reflection is on)
+API keys: {"required (`recsys keys create`, docs/security.md)" if _public_auth(settings) else "off (loopback)"}
 Stop everything with: make stop   (or `.venv/bin/recsys stop`)""")
 
 
@@ -429,16 +430,21 @@ def demo(
     _print_reach(settings)
 
 
+def _public_auth(settings: Settings) -> bool:
+    """Whether the orchestrator asks for API keys (core/service_auth.py: on unless loopback)."""
+    from core.service_auth import is_loopback
+
+    return settings.auth == "on" or (settings.auth == "auto" and not is_loopback(settings.orchestrator_addr))
+
+
 def _demo_key(settings: Settings) -> None:
     """With auth on (a non-loopback address), the demo's own calls need an API key: a new read key."""
     import os
 
-    from core.service_auth import is_loopback
     from storage.api_keys import create_key
     from storage.db import connect
 
-    on = settings.auth == "on" or (settings.auth == "auto" and not is_loopback(settings.orchestrator_addr))
-    if not on or os.environ.get("RECSYS_API_KEY"):
+    if not _public_auth(settings) or os.environ.get("RECSYS_API_KEY"):
         return
     with connect(settings.database_url, autocommit=True) as conn:
         record, key = create_key(conn, "read", "demo")
