@@ -49,6 +49,12 @@ class Settings:
     ranking_timeout_s: float = 0.5
     # Longest wait for a PostgreSQL connection from the pool (the request's own budget may be less).
     db_checkout_timeout_s: float = 0.5
+    # Authentication (docs/security.md): "on", "off" (loopback addresses only) or "auto" (on unless the
+    # server binds a loopback address).
+    auth: str = "auto"
+    # The shared secret internal services (retrieval, ranking, the worker) require of their callers;
+    # empty: `recsys serve all` and the demo generate one per stack.
+    service_token: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -72,6 +78,8 @@ class Settings:
             retrieval_timeout_s=float(_env("RECSYS_RETRIEVAL_TIMEOUT_S", "0.5")),
             ranking_timeout_s=float(_env("RECSYS_RANKING_TIMEOUT_S", "0.5")),
             db_checkout_timeout_s=float(_env("RECSYS_DB_CHECKOUT_TIMEOUT_S", "0.5")),
+            auth=_env("RECSYS_AUTH", "auto").lower(),
+            service_token=os.environ.get("RECSYS_SERVICE_TOKEN", "").strip(),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:
@@ -99,4 +107,6 @@ class Settings:
             "RECSYS_RETRIEVAL_TIMEOUT_S": str(self.retrieval_timeout_s),
             "RECSYS_RANKING_TIMEOUT_S": str(self.ranking_timeout_s),
             "RECSYS_DB_CHECKOUT_TIMEOUT_S": str(self.db_checkout_timeout_s),
+            "RECSYS_AUTH": self.auth,
+            "RECSYS_SERVICE_TOKEN": self.service_token,
         }

@@ -53,6 +53,7 @@ async def serve(
     grace_s: float = 5.0,
     healthy: Callable[[], bool] | None = None,
     metrics_addr: str = "",
+    extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
 ) -> None:
     """Serve until SIGTERM/SIGINT. service_names are short names from recsys.proto ("Retrieval").
 
@@ -63,7 +64,9 @@ async def serve(
     http://.../metrics answers (core/metrics.py); empty = nowhere.
     """
     drain = Drain()  # outermost: while draining, a call is refused before anything else runs
-    interceptors = [drain, *tracing.server_interceptors(), *(make() for make in INTERCEPTORS)]
+    # metrics see every call, refused ones too; authentication (extra) before the rest
+    interceptors = [drain, *tracing.server_interceptors(), RpcMetrics(), *extra_interceptors,
+                    *(make() for make in INTERCEPTORS)]
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
     register(server)
     health_servicer = health.aio.HealthServicer()
@@ -268,4 +271,4 @@ def _rejecting(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable
 
 
 # Every server built by serve() runs one of each (a list, so another concern adds its own without touching serve()).
-INTERCEPTORS: list[Callable[[], grpc.aio.ServerInterceptor]] = [RpcMetrics, RejectMalformed]
+INTERCEPTORS: list[Callable[[], grpc.aio.ServerInterceptor]] = [RejectMalformed]

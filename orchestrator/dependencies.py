@@ -92,8 +92,22 @@ class BreakerInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             return await call
 
 
-def guarded_channel(name: str, addr: str, options: list[tuple[str, Any]]) -> tuple[grpc.aio.Channel, Breaker]:
-    """A channel to an internal service whose calls go through a breaker probed with its health check."""
+class CredentialInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds the stack's service token to every call (internal services refuse calls without it)."""
+
+    def __init__(self, token: str) -> None:
+        self._pair = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        metadata = grpc.aio.Metadata(*(details.metadata or ()), self._pair)
+        return await continuation(details._replace(metadata=metadata), request)
+
+
+def guarded_channel(
+    name: str, addr: str, options: list[tuple[str, Any]], service_token: str = "",
+) -> tuple[grpc.aio.Channel, Breaker]:
+    """A channel to an internal service whose calls go through a breaker probed with its health check,
+    carrying the service token when one is given."""
     holder: list[grpc.aio.Channel] = []
 
     async def probe() -> None:
@@ -102,7 +116,10 @@ def guarded_channel(name: str, addr: str, options: list[tuple[str, Any]]) -> tup
             raise Unavailable(f"{name} says {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}")
 
     breaker = Breaker(name, probe, grpc_down)
-    interceptors = [BreakerInterceptor(breaker), *tracing.client_interceptors()]
+    interceptors: list[grpc.aio.ClientInterceptor] = [BreakerInterceptor(breaker)]
+    if service_token:
+        interceptors.append(CredentialInterceptor(service_token))
+    interceptors += tracing.client_interceptors()
     channel = grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)
     holder.append(channel)
     return channel, breaker

@@ -12,7 +12,9 @@ from core import metrics
 from core.config import Settings
 from core.errors import InvalidArgument, NotFound
 from core.grpc_server import handles_errors, serve
+from core.service_auth import auth_on
 from orchestrator import config
+from orchestrator.auth import api_key_interceptor
 from orchestrator.catalog import Catalog
 from orchestrator.convert import item_from_pb, item_to_pb, user_from_pb, user_to_pb
 from orchestrator.dependencies import Breakers, GuardedPool, guarded_channel, guarded_pool, redis_breaker
@@ -23,6 +25,7 @@ from orchestrator.stats import Stats
 from orchestrator.validation import check_batch, check_id
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
+from storage.api_keys import ApiKey, find_key
 from storage.items import get_item, upsert_items
 from storage.users import get_user, upsert_user
 
@@ -133,6 +136,10 @@ def export_gauges(pool: GuardedPool, exposures: ExposureLog, breakers: Breakers,
 
 
 async def run(settings: Settings) -> None:
+    authenticate = auth_on(settings, settings.orchestrator_addr)  # before loading: a wrong setting fails fast
+    if not settings.service_token:
+        log.warning("RECSYS_SERVICE_TOKEN is not set: calls to retrieval and ranking carry no service token "
+                    "(they refuse them unless their auth is off)")
     pool = await guarded_pool(settings.database_url, settings.db_checkout_timeout_s)
     redis = Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
     catalog = Catalog(pool)
@@ -141,8 +148,10 @@ async def run(settings: Settings) -> None:
     stats = Stats(redis)
     exposures = ExposureLog(pool, stats=stats)  # counts the rows PostgreSQL refuses (exposures_dropped)
     background = [asyncio.create_task(t) for t in (catalog.watch(), exposures.run(), stats.run())]
-    retrieval_channel, retrieval_breaker = guarded_channel("retrieval", settings.retrieval_addr, CHANNEL_OPTIONS)
-    ranking_channel, ranking_breaker = guarded_channel("ranking", settings.ranking_addr, CHANNEL_OPTIONS)
+    retrieval_channel, retrieval_breaker = guarded_channel(
+        "retrieval", settings.retrieval_addr, CHANNEL_OPTIONS, settings.service_token)
+    ranking_channel, ranking_breaker = guarded_channel(
+        "ranking", settings.ranking_addr, CHANNEL_OPTIONS, settings.service_token)
     breakers = Breakers(pool.breaker, redis_breaker(redis), retrieval_breaker, ranking_breaker)
     recommender = Recommender(
         settings, pool, redis, pb_grpc.RetrievalStub(retrieval_channel), pb_grpc.RankingStub(ranking_channel), catalog,
@@ -166,6 +175,13 @@ async def run(settings: Settings) -> None:
         await redis.aclose()
         await pool.close()
 
+    interceptors = [api_key_interceptor(lambda key: _find_key(pool, key))] if authenticate else []
     # not ready while PostgreSQL cannot be reached at all (its breaker open): answers are cold starts
     await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close,
-                metrics_addr=settings.orchestrator_metrics_addr, healthy=lambda: not breakers.postgres.is_open)
+                metrics_addr=settings.orchestrator_metrics_addr, extra_interceptors=interceptors,
+                healthy=lambda: not breakers.postgres.is_open)
+
+
+async def _find_key(pool: GuardedPool, key: str) -> ApiKey | None:
+    async with pool.connection() as conn:
+        return await find_key(conn, key)

@@ -12,6 +12,7 @@ import grpc
 from core import metrics
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
+from core.service_auth import internal_interceptors
 from feature_store.store import OnlineFeatures
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
@@ -31,6 +32,7 @@ class RankingServicer(pb_grpc.RankingServicer):
 
 
 async def run(settings: Settings) -> None:
+    interceptors = internal_interceptors(settings, settings.ranking_addr)  # a wrong setting fails before loading
     online = OnlineFeatures(settings)
     items = ItemFeatureCache(online, settings.database_url)
     learned = RankerSlot(artifacts_dir=settings.artifacts_dir)
@@ -49,6 +51,7 @@ async def run(settings: Settings) -> None:
 
     try:
         await serve(settings.ranking_addr, ["Ranking"], register, metrics_addr=settings.ranking_metrics_addr,
+                    extra_interceptors=interceptors,
                     # ready with a learned ranker, or at least item features for the weighted scorer
                     healthy=lambda: learned.ranker is not None or bool(items.features))
     finally:

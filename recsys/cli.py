@@ -11,12 +11,16 @@ import asyncio
 import gc
 import json
 import time
+from datetime import datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from core.config import Settings
+
+if TYPE_CHECKING:
+    import psycopg
 
 app = typer.Typer(help="A gRPC recommendation serving system.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Fetch datasets and load them into PostgreSQL.", no_args_is_help=True)
@@ -27,6 +31,8 @@ app.add_typer(features_app, name="features")
 batch_app = typer.Typer(help="Batch jobs over all users.", no_args_is_help=True)
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(batch_app, name="batch")
+keys_app = typer.Typer(help="API keys of the public API (docs/security.md).", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 
 
 def _settings(start_servers: bool = True) -> Settings:
@@ -239,6 +245,80 @@ def status() -> None:
     typer.echo(show(_settings(start_servers=False)))
 
 
+# ---------------------------------------------------------------------------- keys
+
+
+def _fail(msg: str) -> typer.Exit:
+    """A user's mistake: one line on stderr, exit status 2, no traceback."""
+    typer.secho(msg, fg=typer.colors.RED, err=True)
+    return typer.Exit(2)
+
+
+def _keys_db() -> psycopg.Connection:
+    import psycopg
+
+    from storage.db import connect
+
+    try:
+        return connect(_settings().database_url, autocommit=True)  # _settings() migrates: api_keys exists
+    except psycopg.OperationalError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _fail(f"cannot reach PostgreSQL: {first}") from None
+
+
+@keys_app.command("create")
+def keys_create(
+    scope: Annotated[str, typer.Option(help="read (recommendations, users, items), write (and interactions, "
+                                            "upserts) or admin (everything)")],
+    name: Annotated[str, typer.Option(help="What the key is for (shown by `keys list`)")] = "",
+) -> None:
+    """Create an API key and print it, once: only its hash is stored."""
+    from storage.api_keys import SCOPES, create_key
+
+    if scope not in SCOPES:
+        raise _fail(f"--scope {scope!r}: use one of {', '.join(SCOPES)}")
+    if len(name) > 200:
+        raise _fail("--name: at most 200 characters")
+    with _keys_db() as conn:
+        record, key = create_key(conn, scope, name)
+    _say(f"API key {record.id} ({scope}{', ' + name if name else ''}); it is shown only now, keep it:")
+    typer.echo(key)
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """The API keys: id, name, scope, created, last used, revoked (never the keys themselves)."""
+    from storage.api_keys import list_keys
+
+    with _keys_db() as conn:
+        keys = list_keys(conn)
+    if not keys:
+        _say("no API keys; create one with `recsys keys create --scope read`")
+        return
+
+    def when(t: datetime | None) -> str:
+        return t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"
+
+    typer.echo(f"{'id':>5}  {'name':<24} {'scope':<6} {'created':<19}  {'last used':<19}  revoked")
+    for k in keys:
+        typer.echo(f"{k.id:>5}  {k.name[:24]:<24} {k.scope:<6} {when(k.created_at):<19}  "
+                   f"{when(k.last_used_at):<19}  {when(k.revoked_at)}")
+
+
+@keys_app.command("revoke")
+def keys_revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (`recsys keys list`)")]) -> None:
+    """Revoke an API key: the orchestrators refuse it within about a second."""
+    from storage.api_keys import revoke_key
+
+    if not key_id.isdigit():
+        raise _fail(f"ID {key_id!r}: a key's number, as `recsys keys list` shows it")
+    with _keys_db() as conn:
+        record = revoke_key(conn, int(key_id))
+    if record is None:
+        raise _fail(f"no API key {key_id} (see `recsys keys list`)")
+    _say(f"API key {record.id} ({record.scope}{', ' + record.name if record.name else ''}) revoked")
+
+
 # ---------------------------------------------------------------------------- serve
 
 
@@ -305,6 +385,7 @@ The stack is running:
   Redis                     {settings.redis_url}
   logs                      {settings.var_dir / 'log'}
 Try: grpcurl -plaintext {settings.orchestrator_addr} list   (server reflection is on)
+API keys: {"required (`recsys keys create`, docs/security.md)" if _public_auth(settings) else "off (loopback)"}
 Stop everything with: make stop   (or `.venv/bin/recsys stop`)""")
 
 
@@ -355,10 +436,33 @@ def demo(
     store.materialize(settings)
     _say("starting retrieval, ranking and orchestrator ...")
     processes.start_all(settings)
+    _demo_key(settings)
     for user_id in users or ["1", "42", "196", "new-user-without-history"]:
         print_recommendations(user_id, call(settings.orchestrator_addr, user_id, 5, "home", False))
     _say(f"demo ready in {time.monotonic() - started:.0f} s")
     _print_reach(settings)
+
+
+def _public_auth(settings: Settings) -> bool:
+    """Whether the orchestrator asks for API keys (core/service_auth.py: on unless loopback)."""
+    from core.service_auth import is_loopback
+
+    return settings.auth == "on" or (settings.auth == "auto" and not is_loopback(settings.orchestrator_addr))
+
+
+def _demo_key(settings: Settings) -> None:
+    """With auth on (a non-loopback address), the demo's own calls need an API key: a new read key."""
+    import os
+
+    from storage.api_keys import create_key
+    from storage.db import connect
+
+    if not _public_auth(settings) or os.environ.get("RECSYS_API_KEY"):
+        return
+    with connect(settings.database_url, autocommit=True) as conn:
+        record, key = create_key(conn, "read", "demo")
+    os.environ["RECSYS_API_KEY"] = key  # recsys.client sends it
+    _say(f"auth is on: the demo calls with a new read key (id {record.id}, shown once): {key}")
 
 
 def main() -> None:

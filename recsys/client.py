@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
 import grpc
 import typer
 
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
+
+
+def credentials() -> list[tuple[str, str]]:
+    """The API key in RECSYS_API_KEY as call metadata (none when it is unset: a loopback stack with auth off)."""
+    key = os.environ.get("RECSYS_API_KEY", "").strip()
+    return [("authorization", f"Bearer {key}")] if key else []
 
 
 def recommend(
@@ -15,7 +23,7 @@ def recommend(
     with grpc.insecure_channel(addr) as channel:
         return pb_grpc.RecommenderStub(channel).Recommend(
             pb.RecommendRequest(user_id=user_id, k=k, context=pb.Context(surface=surface), debug=debug),
-            timeout=timeout_s,
+            timeout=timeout_s, metadata=credentials(),
         )
 
 

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from core.config import ROOT, Settings
 from core.grpc_server import LIVENESS
+from core.service_auth import with_service_token
 
 # Start order matters: the orchestrator calls retrieval and ranking.
 SERVICES = ("retrieval", "ranking", "orchestrator", "worker")
@@ -82,9 +83,12 @@ def _report_readiness(settings: Settings, name: str, deadline: float, wait_s: fl
         time.sleep(0.1)
 
 
-def start_all(settings: Settings) -> None:
+def start_all(settings: Settings) -> Settings:
+    """Start every service; with no service token configured, they share one generated for them."""
+    settings = with_service_token(settings)
     for name in SERVICES:
         start(settings, name)
+    return settings
 
 
 def stop(settings: Settings, name: str, timeout_s: float = 15.0) -> bool:

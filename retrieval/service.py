@@ -12,6 +12,7 @@ from core.candidates import Candidate
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
 from core.retrieve import SourceSpec
+from core.service_auth import internal_interceptors
 from core.trending import TrendingConfig
 from core.validation import check_count, check_ids, check_name, check_user_context
 from protos import recsys_pb2 as pb
@@ -75,6 +76,7 @@ def to_candidate_list(found: list[Candidate]) -> pb.CandidateList:
 
 
 async def run(settings: Settings) -> None:
+    interceptors = internal_interceptors(settings, settings.retrieval_addr)  # a wrong setting fails before loading
     retriever = Retriever(settings.artifacts_dir, settings.database_url, TrendingConfig.from_env())
     retriever.load()
     if retriever.live is not None:
@@ -91,6 +93,7 @@ async def run(settings: Settings) -> None:
 
     try:
         await serve(settings.retrieval_addr, ["Retrieval"], register, metrics_addr=settings.retrieval_metrics_addr,
+                    extra_interceptors=interceptors,
                     healthy=lambda: retriever.served is not None)  # ready once a model version is loaded
     finally:
         for task in background:
