@@ -52,6 +52,8 @@ class Settings:
     # Authentication (docs/security.md): "on", "off" (loopback addresses only) or "auto" (on unless the
     # server binds a loopback address).
     auth: str = "auto"
+    # gRPC server reflection (grpcurl list/describe); off hides the API's shape from whoever reaches a port.
+    reflection: bool = True
     # The shared secret internal services (retrieval, ranking, the worker) require of their callers;
     # empty: `recsys serve all` and the demo generate one per stack.
     service_token: str = ""
@@ -79,6 +81,7 @@ class Settings:
             ranking_timeout_s=float(_env("RECSYS_RANKING_TIMEOUT_S", "0.5")),
             db_checkout_timeout_s=float(_env("RECSYS_DB_CHECKOUT_TIMEOUT_S", "0.5")),
             auth=_env("RECSYS_AUTH", "auto").lower(),
+            reflection=_env("RECSYS_REFLECTION", "on").lower() not in ("off", "0", "false", "no"),
             service_token=os.environ.get("RECSYS_SERVICE_TOKEN", "").strip(),
         )
 
@@ -108,5 +111,6 @@ class Settings:
             "RECSYS_RANKING_TIMEOUT_S": str(self.ranking_timeout_s),
             "RECSYS_DB_CHECKOUT_TIMEOUT_S": str(self.db_checkout_timeout_s),
             "RECSYS_AUTH": self.auth,
+            "RECSYS_REFLECTION": "on" if self.reflection else "off",
             "RECSYS_SERVICE_TOKEN": self.service_token,
         }

@@ -54,6 +54,7 @@ async def serve(
     healthy: Callable[[], bool] | None = None,
     metrics_addr: str = "",
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    reflect: bool = True,
 ) -> None:
     """Serve until SIGTERM/SIGINT. service_names are short names from recsys.proto ("Retrieval").
 
@@ -72,7 +73,8 @@ async def serve(
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     full_names = [recsys_pb2.DESCRIPTOR.services_by_name[n].full_name for n in service_names]
-    reflection.enable_server_reflection([*full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    if reflect:  # the full names of this server's services only (the file they share still lists the others)
+        reflection.enable_server_reflection([*full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
     if server.add_insecure_port(addr) == 0:
         raise RuntimeError(f"cannot listen on {addr}: address in use?")
     serve_metrics(metrics_addr)

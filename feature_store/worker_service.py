@@ -38,4 +38,4 @@ async def run(settings: Settings) -> None:
         log.info("worker stopped after %d stream entries", worker.processed)
 
     await serve(settings.worker_addr, [], lambda server: None, on_shutdown=shutdown, healthy=lambda: worker.healthy,
-                metrics_addr=settings.worker_metrics_addr, extra_interceptors=interceptors)
+                metrics_addr=settings.worker_metrics_addr, extra_interceptors=interceptors, reflect=settings.reflection)

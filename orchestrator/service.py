@@ -179,7 +179,7 @@ async def run(settings: Settings) -> None:
     # not ready while PostgreSQL cannot be reached at all (its breaker open): answers are cold starts
     await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close,
                 metrics_addr=settings.orchestrator_metrics_addr, extra_interceptors=interceptors,
-                healthy=lambda: not breakers.postgres.is_open)
+                reflect=settings.reflection, healthy=lambda: not breakers.postgres.is_open)
 
 
 async def _find_key(pool: GuardedPool, key: str) -> ApiKey | None:

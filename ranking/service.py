@@ -51,7 +51,7 @@ async def run(settings: Settings) -> None:
 
     try:
         await serve(settings.ranking_addr, ["Ranking"], register, metrics_addr=settings.ranking_metrics_addr,
-                    extra_interceptors=interceptors,
+                    extra_interceptors=interceptors, reflect=settings.reflection,
                     # ready with a learned ranker, or at least item features for the weighted scorer
                     healthy=lambda: learned.ranker is not None or bool(items.features))
     finally:

@@ -93,7 +93,7 @@ async def run(settings: Settings) -> None:
 
     try:
         await serve(settings.retrieval_addr, ["Retrieval"], register, metrics_addr=settings.retrieval_metrics_addr,
-                    extra_interceptors=interceptors,
+                    extra_interceptors=interceptors, reflect=settings.reflection,
                     healthy=lambda: retriever.served is not None)  # ready once a model version is loaded
     finally:
         for task in background:

@@ -128,3 +128,43 @@ def test_sigterm_drains_calls_in_flight_and_refuses_new_ones_with_unavailable(tm
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_reflection_can_be_switched_off(tmp_path: Path) -> None:
+    """RECSYS_REFLECTION=off: grpcurl-style listing is refused; health still answers."""
+    import subprocess
+    import sys
+    import time
+
+    import grpc
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    from core.config import ROOT
+    from recsys.processes import is_serving
+    from tests.conftest import free_port
+
+    def listed(reflect: bool) -> list[str] | None:
+        addr = f"127.0.0.1:{free_port()}"
+        code = ("import asyncio, sys; from core.grpc_server import serve; "
+                f"asyncio.run(serve(sys.argv[1], ['Ranking'], lambda s: None, reflect={reflect}))")
+        proc = subprocess.Popen([sys.executable, "-c", code, addr], cwd=ROOT)
+        try:
+            deadline = time.monotonic() + 60
+            while not is_serving(addr, 0.2):
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.05)
+            with grpc.insecure_channel(addr) as channel:
+                stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+                try:
+                    replies = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(
+                        list_services="")]), timeout=5))
+                except grpc.RpcError as exc:
+                    assert exc.code() == grpc.StatusCode.UNIMPLEMENTED
+                    return None
+            return [s.name for s in replies[0].list_services_response.service]
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+    assert "recsys.v1.Ranking" in (listed(True) or [])
+    assert listed(False) is None
