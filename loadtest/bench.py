@@ -37,10 +37,12 @@ from core.config import ROOT, Settings
 from loadtest.stack import require_serving
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
+from recsys.client import credentials
 
 N_USERS = 943  # MovieLens-100K
 HIT_USER = "1"
 TIMEOUT_S = 5.0
+KEY = credentials()  # RECSYS_API_KEY as call metadata, for a stack with API keys on (docs/security.md)
 WARMUP_CALLS = 20  # connection setup and first-call costs stay out of the numbers
 
 RequestFor = Callable[[int], pb.RecommendRequest]
@@ -123,7 +125,7 @@ async def measure(
             request = request_for(i)
             start = time.perf_counter()
             try:
-                response = await stub.Recommend(request, timeout=TIMEOUT_S)
+                response = await stub.Recommend(request, timeout=TIMEOUT_S, metadata=KEY)
             except grpc.aio.AioRpcError as exc:
                 run.errors[exc.code().name] = run.errors.get(exc.code().name, 0) + 1
                 continue
@@ -142,12 +144,12 @@ async def warm_cache(stub: pb_grpc.RecommenderStub, request: pb.RecommendRequest
     The cache is written after the response is sent (and only for non-degraded answers),
     so poll briefly; debug calls read the cache but never return from it, so they can check.
     """
-    await stub.Recommend(request, timeout=TIMEOUT_S)
+    await stub.Recommend(request, timeout=TIMEOUT_S, metadata=KEY)
     probe = pb.RecommendRequest()
     probe.CopyFrom(request)
     probe.debug = True
     for _ in range(20):
-        if (await stub.Recommend(probe, timeout=TIMEOUT_S)).debug.cache_hit:
+        if (await stub.Recommend(probe, timeout=TIMEOUT_S, metadata=KEY)).debug.cache_hit:
             return True
         await asyncio.sleep(0.05)
     return False
@@ -161,7 +163,7 @@ async def bench(addr: str, calls: int, concurrency: int, k: int) -> tuple[list[R
         await measure(stub, "warmup", miss_requests(f"{tag}w", k), WARMUP_CALLS, 1)
         hit = pb.RecommendRequest(user_id=HIT_USER, k=k, context=pb.Context(surface=f"bench-{tag}-hit"))
         notes["cache_hit_verified"] = await warm_cache(stub, hit)
-        notes["model_version"] = (await stub.Recommend(hit, timeout=TIMEOUT_S)).model_version
+        notes["model_version"] = (await stub.Recommend(hit, timeout=TIMEOUT_S, metadata=KEY)).model_version
         runs = [
             await measure(stub, "miss, sequential", miss_requests(f"{tag}s", k, 1), calls, 1),
             await measure(stub, "hit, sequential", hit_requests(hit.context.surface, k), calls, 1),

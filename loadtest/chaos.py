@@ -47,11 +47,13 @@ from loadtest.stack import require_serving
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import embedded, processes
+from recsys.client import credentials
 
 DEADLINE_S = 0.3
 N_USERS, N_ITEMS = 943, 1682  # MovieLens-100K
 FAULTS = ("postgres", "redis-empty", "ranking", "retrieval", "worker", "ranking-frozen")
 BACK_TIMEOUT_S = 30.0  # waiting for a full answer after recovery
+KEY = credentials()  # RECSYS_API_KEY (a write key) when the stack has API keys on
 
 
 @dataclass
@@ -99,7 +101,7 @@ class Load:
         surface = f"chaos-{uuid.uuid4().hex[:8]}" if i % 2 else "home"
         req = pb.RecommendRequest(user_id=str(random.randint(1, N_USERS)), k=10, context=pb.Context(surface=surface))
         try:
-            resp = await self.stub.Recommend(req, timeout=DEADLINE_S)
+            resp = await self.stub.Recommend(req, timeout=DEADLINE_S, metadata=KEY)
         except grpc.aio.AioRpcError as exc:
             phase.calls += 1
             phase.failed[exc.code().name] += 1
@@ -118,7 +120,8 @@ class Load:
             user_id=str(random.randint(1, N_USERS)), item_id=str(random.randint(1, N_ITEMS)), type=pb.CLICK,
             event_id=f"chaos-{uuid.uuid4().hex}")
         try:
-            resp = await self.stub.LogInteractions(pb.LogInteractionsRequest(interactions=[entry]), timeout=2.0)
+            resp = await self.stub.LogInteractions(pb.LogInteractionsRequest(interactions=[entry]), timeout=2.0,
+                                                    metadata=KEY)
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.UNAVAILABLE:
                 phase.unavailable += 1
