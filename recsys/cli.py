@@ -400,11 +400,18 @@ def recommend(
     debug: Annotated[bool, typer.Option(help="Print the pipeline trace")] = False,
 ) -> None:
     """Ask the running Recommender for a user's recommendations and print them."""
+    import grpc
+
     from recsys.client import print_recommendations
     from recsys.client import recommend as call
 
     settings = Settings.from_env()
-    response = call(settings.orchestrator_addr, user_id, k, surface, debug)
+    try:
+        response = call(settings.orchestrator_addr, user_id, k, surface, debug)
+    except grpc.RpcError as exc:  # the server's answer in one line: a user's mistake is not a traceback
+        hint = " (is the stack running? `make demo` or `recsys serve all`)" \
+            if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
+        raise _fail(f"{exc.code().name}: {exc.details()}{hint}") from None
     print_recommendations(user_id, response)
 
 
