@@ -54,8 +54,10 @@ class Stats:
     def degraded(self, rpc: str, stages: list[str]) -> None:
         """An answer marked degraded, and the stages that degraded it."""
         self.count("degraded")
-        for stage in dict.fromkeys(stages):
-            self.count(f"degraded:{rpc}:{stage}")
+        for stage in dict.fromkeys(stages):  # Prometheus has them in DEGRADED, not in EVENTS again
+            name = f"degraded:{rpc}:{stage}"
+            self.pending[name] += 1
+            self.totals[name] += 1
             self._child(DEGRADED, rpc, stage).inc()
 
     def _child(self, metric: PromCounter | Histogram, *labels: str) -> PromCounter | Histogram:
