@@ -2,7 +2,7 @@
 PY      := .venv/bin/python
 RECSYS  := .venv/bin/recsys
 STAMP   := .venv/.installed
-PROTOS  := protos/recsys_pb2.py
+PROTOS  := protos/recsys_pb2.py protos/internal_pb2.py
 
 .PHONY: setup protos data train features serve stop demo test lint bench bench-freshness bench-scale chaos loadtest clean
 
@@ -15,9 +15,9 @@ $(STAMP): requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
-# Stubs are generated from protos/recsys.proto, never edited.
-$(PROTOS): protos/recsys.proto $(STAMP)
-	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/recsys.proto
+# Stubs are generated from protos/*.proto (public API, internal services), never edited.
+$(PROTOS) &: protos/recsys.proto protos/internal.proto $(STAMP)
+	$(PY) -m grpc_tools.protoc -I. --python_out=. --grpc_python_out=. --pyi_out=. protos/recsys.proto protos/internal.proto
 
 protos: $(PROTOS)
 

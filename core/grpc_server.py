@@ -23,14 +23,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 
 from core import tracing
 from core.errors import RecsysError
 from core.log_limit import RateLimitedLog
 from core.metrics import RpcMetrics, serve_metrics
-from protos import recsys_pb2
+from protos import internal_pb2, recsys_pb2
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,35 @@ SERVER_OPTIONS: list[tuple[str, Any]] = [
 ]
 
 
+def service_descriptor(name: str) -> ServiceDescriptor:
+    """A service of the public API (protos/recsys.proto) or an internal one (protos/internal.proto)."""
+    for file in (recsys_pb2.DESCRIPTOR, internal_pb2.DESCRIPTOR):
+        if name in file.services_by_name:
+            return file.services_by_name[name]
+    raise KeyError(f"no service {name!r} in protos/")
+
+
+def _reflection_pool(files: Sequence[FileDescriptor]) -> descriptor_pool.DescriptorPool:
+    """Only these files and what they import: reflection looks symbols up in the process's default pool
+    otherwise, and the orchestrator, a client of the internal services, holds their definitions too."""
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(file: FileDescriptor) -> None:
+        if file.name in added:
+            return
+        for dependency in file.dependencies:
+            add(dependency)
+        proto = descriptor_pb2.FileDescriptorProto()
+        file.CopyToProto(proto)
+        pool.Add(proto)
+        added.add(file.name)
+
+    for file in files:
+        add(file)
+    return pool
+
+
 async def serve(
     addr: str,
     service_names: Sequence[str],
@@ -56,7 +87,7 @@ async def serve(
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     reflect: bool = True,
 ) -> None:
-    """Serve until SIGTERM/SIGINT. service_names are short names from recsys.proto ("Retrieval").
+    """Serve until SIGTERM/SIGINT. service_names are short names from protos/ ("Retrieval").
 
     Health: the service names and "" are readiness: they follow `healthy` when given (SERVING /
     NOT_SERVING, polled), for a service that cannot do its work (no model loaded, a server it needs
@@ -72,9 +103,12 @@ async def serve(
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    full_names = [recsys_pb2.DESCRIPTOR.services_by_name[n].full_name for n in service_names]
-    if reflect:  # the full names of this server's services only (the file they share still lists the others)
-        reflection.enable_server_reflection([*full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    full_names = [service_descriptor(n).full_name for n in service_names]
+    if reflect:
+        served = [service_descriptor(n).file for n in service_names]
+        reflection.enable_server_reflection([*full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server,
+                                            pool=_reflection_pool([*served, health_pb2.DESCRIPTOR,
+                                                                   reflection_pb2.DESCRIPTOR]))
     if server.add_insecure_port(addr) == 0:
         raise RuntimeError(f"cannot listen on {addr}: address in use?")
     serve_metrics(metrics_addr)

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from core.errors import InvalidArgument
-from protos import recsys_pb2 as pb
+from protos import internal_pb2 as ipb
 from storage.records import MAX_ID_LEN
 
 MAX_NAME_LEN = 128  # categories, brands, surfaces, segments, map and Struct keys: as ids
@@ -162,7 +162,7 @@ def check_timestamp(field: str, ts: timestamp_pb2.Timestamp) -> datetime:
     return ts.ToDatetime(tzinfo=UTC)
 
 
-def check_user_context(u: pb.UserContext, field: str = "user") -> None:
+def check_user_context(u: ipb.UserContext, field: str = "user") -> None:
     """What the orchestrator sends retrieval and ranking about the user (both services check it)."""
     check_name(f"{field}.user_id", u.user_id, MAX_ID_LEN)
     check_ids(f"{field}.recent_item_ids", u.recent_item_ids, MAX_RECENT)

@@ -26,7 +26,7 @@ from core import artifacts
 from evaluation import features
 from evaluation.protocol import Family
 from orchestrator.recommend import HISTORY_LIMIT, RECENT_FOR_MODEL
-from protos import recsys_pb2 as pb
+from protos import internal_pb2 as ipb
 from ranking.item_features import ItemFeatureCache
 from ranking.rank import Ranking
 from ranking.ranker import RankerSlot
@@ -147,7 +147,7 @@ class ServedPipeline(_Published):
         out = np.full((len(user_ids), self.n_items), -np.inf, dtype=np.float32)
         for r, user_id in enumerate(user_ids):
             history = self.history.get(user_id, [])
-            user = pb.UserContext(user_id=user_id, recent_item_ids=history[:RECENT_FOR_MODEL],
+            user = ipb.UserContext(user_id=user_id, recent_item_ids=history[:RECENT_FOR_MODEL],
                                   recent_timestamps=self.times.get(user_id, []),
                                   attributes=self.attributes.get(user_id, {}))
             # what RetrievalServicer.Retrieve asks: the default mix (no sources named), seen items excluded
@@ -155,10 +155,10 @@ class ServedPipeline(_Published):
                                             self.n_candidates)
             if not found:
                 continue
-            candidates = pb.CandidateList(item_ids=[c.item_id for c in found], scores=[c.score for c in found],
+            candidates = ipb.CandidateList(item_ids=[c.item_id for c in found], scores=[c.score for c in found],
                                           sources=[c.source for c in found],
                                           anchor_item_ids=[c.anchor_item_id for c in found])
-            ranked = self.ranking.rank(pb.RankRequest(request_id=f"eval-{r}", user=user, candidates=candidates,
+            ranked = self.ranking.rank(ipb.RankRequest(request_id=f"eval-{r}", user=user, candidates=candidates,
                                                       model_version=self.retriever.version))
             item_ids = candidates.item_ids
             for position, index in enumerate(ranked.order):

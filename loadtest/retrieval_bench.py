@@ -17,14 +17,14 @@ import grpc
 
 from core.config import Settings
 from loadtest.bench import percentile
-from protos import recsys_pb2 as pb
-from protos import recsys_pb2_grpc as pb_grpc
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from training import movielens
 
 WARMUP = 20
 
 
-def user_contexts(n: int, seed: int = 0) -> list[tuple[pb.UserContext, list[str]]]:
+def user_contexts(n: int, seed: int = 0) -> list[tuple[ipb.UserContext, list[str]]]:
     """(context, seen items) of n random MovieLens users, as the orchestrator hydrates them."""
     ds = movielens.load(movielens.fetch(Settings.from_env().data_dir))
     inter = ds.interactions.sort_values("ts", ascending=False)
@@ -32,12 +32,12 @@ def user_contexts(n: int, seed: int = 0) -> list[tuple[pb.UserContext, list[str]
     demo = dict(zip(ds.users["user_id"], ds.users["demographics"], strict=True))
     rng = random.Random(seed)
     users = rng.choices(sorted(history.index), k=n)
-    return [(pb.UserContext(user_id=u, recent_item_ids=history[u][:50],
+    return [(ipb.UserContext(user_id=u, recent_item_ids=history[u][:50],
                             attributes={k: str(v) for k, v in demo.get(u, {}).items()}), history[u][:1000])
             for u in users]
 
 
-def measure(stub: pb_grpc.RetrievalStub, requests: list[pb.RetrieveRequest]) -> tuple[list[float], int]:
+def measure(stub: ipb_grpc.RetrievalStub, requests: list[ipb.RetrieveRequest]) -> tuple[list[float], int]:
     for r in requests[:WARMUP]:
         stub.Retrieve(r, timeout=5)
     latencies, errors = [], 0
@@ -61,17 +61,17 @@ def main() -> None:
     args = parser.parse_args()
 
     contexts = user_contexts(args.calls)
-    scenarios: list[tuple[str, list[pb.RetrieveRequest]]] = [
-        ("default mix", [pb.RetrieveRequest(user=u, k=args.k, exclude_item_ids=seen) for u, seen in contexts]),
+    scenarios: list[tuple[str, list[ipb.RetrieveRequest]]] = [
+        ("default mix", [ipb.RetrieveRequest(user=u, k=args.k, exclude_item_ids=seen) for u, seen in contexts]),
     ]
     for name in filter(None, args.sources.split(",")):
-        scenarios.append((name, [pb.RetrieveRequest(user=u, k=args.k, exclude_item_ids=seen,
-                                                    sources=[pb.SourceRequest(name=name, k=args.k)])
+        scenarios.append((name, [ipb.RetrieveRequest(user=u, k=args.k, exclude_item_ids=seen,
+                                                    sources=[ipb.SourceRequest(name=name, k=args.k)])
                                  for u, seen in contexts]))
     print(f"Retrieve over gRPC, {args.addr}, sync client, {args.calls} calls each, k={args.k}")
     print(f"{'scenario':<16} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}")
     with grpc.insecure_channel(args.addr) as channel:
-        stub = pb_grpc.RetrievalStub(channel)
+        stub = ipb_grpc.RetrievalStub(channel)
         for name, requests in scenarios:
             lat, errors = measure(stub, requests)
             print(f"{name:<16} {percentile(lat, 50):8.2f} {percentile(lat, 95):8.2f} "

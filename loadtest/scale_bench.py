@@ -322,8 +322,8 @@ def bench_rpc(n: int, calls: int, seed: int, admin_url: str, redis_url: str, por
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     from core.config import Settings
-    from protos import recsys_pb2 as pb
-    from protos import recsys_pb2_grpc as pb_grpc
+    from protos import internal_pb2 as ipb
+    from protos import internal_pb2_grpc as ipb_grpc
     from recsys import processes
     from storage.db import migrate
 
@@ -350,15 +350,15 @@ def bench_rpc(n: int, calls: int, seed: int, admin_url: str, redis_url: str, por
         try:
             processes.start(settings, "retrieval", timeout_s=300)
             with grpc.insecure_channel(settings.retrieval_addr) as channel:
-                stub = pb_grpc.RetrievalStub(channel)
+                stub = ipb_grpc.RetrievalStub(channel)
                 health = health_pb2_grpc.HealthStub(channel)
                 scenarios = [
                     ("gRPC: health check (floor)", lambda _r: health.Check(health_pb2.HealthCheckRequest(), timeout=5)),
-                    ("gRPC: Retrieve two_tower k=200", lambda r: stub.Retrieve(pb.RetrieveRequest(
-                        user=pb.UserContext(recent_item_ids=r), k=200,
-                        sources=[pb.SourceRequest(name="two_tower", k=200)]), timeout=5)),
-                    ("gRPC: Retrieve default mix k=200", lambda r: stub.Retrieve(pb.RetrieveRequest(
-                        user=pb.UserContext(recent_item_ids=r), k=200), timeout=5)),
+                    ("gRPC: Retrieve two_tower k=200", lambda r: stub.Retrieve(ipb.RetrieveRequest(
+                        user=ipb.UserContext(recent_item_ids=r), k=200,
+                        sources=[ipb.SourceRequest(name="two_tower", k=200)]), timeout=5)),
+                    ("gRPC: Retrieve default mix k=200", lambda r: stub.Retrieve(ipb.RetrieveRequest(
+                        user=ipb.UserContext(recent_item_ids=r), k=200), timeout=5)),
                 ]
                 for name, fn in scenarios:
                     errors = 0
@@ -372,7 +372,7 @@ def bench_rpc(n: int, calls: int, seed: int, admin_url: str, redis_url: str, por
 
                     lat = _latencies(call, requests, calls)
                     rows.append(_rpc_row(name, lat, errors))
-                reply = stub.Retrieve(pb.RetrieveRequest(user=pb.UserContext(recent_item_ids=requests[0]), k=200))
+                reply = stub.Retrieve(ipb.RetrieveRequest(user=ipb.UserContext(recent_item_ids=requests[0]), k=200))
                 notes["default_mix_sources"] = sorted(set(reply.candidates.sources))
                 notes["model_version"] = reply.model_version
         finally:

@@ -20,6 +20,7 @@ import logging
 
 from orchestrator.pipeline import SideEffect, describe
 from orchestrator.query import Deps, RequestQuery
+from protos import internal_pb2 as ipb
 from protos import recsys_pb2 as pb
 from storage import cache
 
@@ -41,7 +42,7 @@ class ModelVersion:
 
     async def probe(self) -> None:
         resp = await self.deps.retrieval.Retrieve(
-            pb.RetrieveRequest(k=1, sources=[pb.SourceRequest(name="popular", k=1)]), timeout=1.0)
+            ipb.RetrieveRequest(k=1, sources=[ipb.SourceRequest(name="popular", k=1)]), timeout=1.0)
         self.seen(resp.model_version)
 
     async def watch(self) -> None:

@@ -22,8 +22,8 @@ from orchestrator.exposures import ExposureLog
 from orchestrator.filter_expr import Filter as Expression
 from orchestrator.pipeline import Trace
 from orchestrator.stats import Stats
+from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
-from protos import recsys_pb2_grpc as pb_grpc
 from storage.interactions import HistoryEntry
 from storage.records import UserRecord
 
@@ -40,8 +40,8 @@ class Deps:
     settings: Settings
     pool: AsyncConnectionPool
     redis: Redis
-    retrieval: pb_grpc.RetrievalStub
-    ranking: pb_grpc.RankingStub
+    retrieval: ipb_grpc.RetrievalStub
+    ranking: ipb_grpc.RankingStub
     catalog: Catalog
     exposures: ExposureLog
     stats: Stats

@@ -34,8 +34,8 @@ from orchestrator.reasons import reason
 from orchestrator.sources.retrieval import RECENT_FOR_MODEL
 from orchestrator.stats import Stats
 from orchestrator.validation import recommend_query, similar_query, trending_query
+from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
-from protos import recsys_pb2_grpc as pb_grpc
 
 __all__ = ["HISTORY_LIMIT", "RECENT_FOR_MODEL", "Recommender"]
 
@@ -90,7 +90,7 @@ log = logging.getLogger(__name__)
 class Recommender:
     def __init__(
         self, settings: Settings, pool: AsyncConnectionPool, redis: Redis,
-        retrieval: pb_grpc.RetrievalStub, ranking: pb_grpc.RankingStub, catalog: Catalog,
+        retrieval: ipb_grpc.RetrievalStub, ranking: ipb_grpc.RankingStub, catalog: Catalog,
         exposures: ExposureLog, config: OrchestratorConfig | None = None, stats: Stats | None = None,
         breakers: Breakers | None = None,
     ) -> None:

@@ -23,6 +23,7 @@ from orchestrator.interactions import log_interactions
 from orchestrator.recommend import Recommender
 from orchestrator.stats import Stats
 from orchestrator.validation import check_batch, check_id
+from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from storage.api_keys import ApiKey, find_key
@@ -154,8 +155,8 @@ async def run(settings: Settings) -> None:
         "ranking", settings.ranking_addr, CHANNEL_OPTIONS, settings.service_token)
     breakers = Breakers(pool.breaker, redis_breaker(redis), retrieval_breaker, ranking_breaker)
     recommender = Recommender(
-        settings, pool, redis, pb_grpc.RetrievalStub(retrieval_channel), pb_grpc.RankingStub(ranking_channel), catalog,
-        exposures, config.load(settings.config_path), stats, breakers,
+        settings, pool, redis, ipb_grpc.RetrievalStub(retrieval_channel), ipb_grpc.RankingStub(ranking_channel),
+        catalog, exposures, config.load(settings.config_path), stats, breakers,
     )
     background.append(asyncio.create_task(recommender.versions.watch()))
     export_gauges(pool, exposures, breakers, recommender)

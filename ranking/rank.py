@@ -29,7 +29,7 @@ from core.validation import (
     check_string_map,
     check_user_context,
 )
-from protos import recsys_pb2 as pb
+from protos import internal_pb2 as ipb
 from ranking.ranker import RankerSlot
 from ranking.scorer import WeightedScorer, category_profile
 
@@ -57,7 +57,7 @@ class ItemFeatures(Protocol):
     def get(self, item_id: str) -> Mapping[str, Any]: ...
 
 
-def check_request(request: pb.RankRequest) -> None:
+def check_request(request: ipb.RankRequest) -> None:
     """Every field, as the public API checks its own (core.validation); candidates' counts are checked by rank()."""
     cands = request.candidates
     n = len(cands.item_ids)
@@ -84,7 +84,7 @@ class Ranking:
         self.scorer = scorer or WeightedScorer()
         self.learned = learned or RankerSlot()
 
-    def rank(self, request: pb.RankRequest) -> pb.RankResponse:
+    def rank(self, request: ipb.RankRequest) -> ipb.RankResponse:
         """Rescored candidates, best first; InvalidArgument names the field that is wrong."""
         cands = request.candidates
         item_ids = list(cands.item_ids)
@@ -104,7 +104,7 @@ class Ranking:
             recent = list(self.online.user_features(request.user.user_id).get("recent_item_ids") or [])[:RECENT_LIMIT]
         if not recent:  # scored as the orchestrator scores an unranked order (its selection sorts by score);
             # the sources' own scores, which do not compare across sources, stay as the "retrieval" part
-            return pb.RankResponse(order=list(range(n)), scores=order_scores(n),
+            return ipb.RankResponse(order=list(range(n)), scores=order_scores(n),
                                    score_part_names=["retrieval"], score_parts=list(cands.scores),
                                    model_version=NEWCOMER_ORDER)
         ranker = self.learned.for_version(request.model_version)  # one version for the whole request
@@ -114,7 +114,7 @@ class Ranking:
                 ranked = ranker.rank(request.user.user_id, recent, item_ids, list(cands.scores), sources,
                                      dict(request.user.attributes), recent_timestamps=times or None)
                 order = np.argsort(-ranked.scores, kind="stable")
-                return pb.RankResponse(
+                return ipb.RankResponse(
                     order=order.tolist(), scores=ranked.scores[order].tolist(), score_part_names=ranked.part_names,
                     score_parts=ranked.parts[order].ravel().tolist(), model_version=ranker.model_version,
                 )
@@ -123,7 +123,7 @@ class Ranking:
         profile = category_profile(recent, self.items.features)
         feats = [self.items.get(i) for i in item_ids]
         scored = self.scorer.score(list(cands.scores), feats, profile, self.items.max_popularity)
-        return pb.RankResponse(
+        return ipb.RankResponse(
             order=[s.index for s in scored],
             scores=[s.score for s in scored],
             score_part_names=list(scored[0].parts),

@@ -14,20 +14,20 @@ from core.config import Settings
 from core.grpc_server import handles_errors, serve
 from core.service_auth import internal_interceptors
 from feature_store.store import OnlineFeatures
-from protos import recsys_pb2 as pb
-from protos import recsys_pb2_grpc as pb_grpc
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from ranking.item_features import ItemFeatureCache
 from ranking.rank import Ranking
 from ranking.ranker import RankerSlot
 from ranking.scorer import WeightedScorer
 
 
-class RankingServicer(pb_grpc.RankingServicer):
+class RankingServicer(ipb_grpc.RankingServicer):
     def __init__(self, ranking: Ranking) -> None:
         self.ranking = ranking
 
     @handles_errors
-    async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
+    async def Rank(self, request: ipb.RankRequest, context: grpc.aio.ServicerContext) -> ipb.RankResponse:
         return self.ranking.rank(request)
 
 
@@ -47,7 +47,7 @@ async def run(settings: Settings) -> None:
                   lambda: [([], len(items.features))])
 
     def register(server: grpc.aio.Server) -> None:
-        pb_grpc.add_RankingServicer_to_server(RankingServicer(ranking), server)
+        ipb_grpc.add_RankingServicer_to_server(RankingServicer(ranking), server)
 
     try:
         await serve(settings.ranking_addr, ["Ranking"], register, metrics_addr=settings.ranking_metrics_addr,

@@ -15,8 +15,8 @@ from core.retrieve import SourceSpec
 from core.service_auth import internal_interceptors
 from core.trending import TrendingConfig
 from core.validation import check_count, check_ids, check_name, check_user_context
-from protos import recsys_pb2 as pb
-from protos import recsys_pb2_grpc as pb_grpc
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from retrieval.retriever import Retriever
 
 log = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ MAX_SOURCES = 64
 MAX_EXCLUDED = 10_000  # the orchestrator sends the user's seen items, at most its 1000-entry history
 
 
-def check_request(request: pb.RetrieveRequest) -> None:
+def check_request(request: ipb.RetrieveRequest) -> None:
     """The fields the orchestrator fills, checked as the public API checks its own (core.validation); the
     sources' names, k's, windows and segments are checked by core.retrieve with the registry's rules."""
     check_name("request_id", request.request_id)
@@ -41,12 +41,12 @@ def check_request(request: pb.RetrieveRequest) -> None:
     check_name("item_id", request.item_id)
 
 
-class RetrievalServicer(pb_grpc.RetrievalServicer):
+class RetrievalServicer(ipb_grpc.RetrievalServicer):
     def __init__(self, retriever: Retriever) -> None:
         self.retriever = retriever
 
     @handles_errors
-    async def Retrieve(self, request: pb.RetrieveRequest, context: grpc.aio.ServicerContext) -> pb.RetrieveResponse:
+    async def Retrieve(self, request: ipb.RetrieveRequest, context: grpc.aio.ServicerContext) -> ipb.RetrieveResponse:
         check_request(request)
         user = request.user
         if request.separate_sources:
@@ -55,7 +55,7 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
                 sources=[SourceSpec(s.name, s.k, s.window, s.category, s.segment) for s in request.sources],
                 exclude=set(request.exclude_item_ids), k=request.k, item_id=request.item_id,
             )
-            return pb.RetrieveResponse(groups=[to_candidate_list(g) for g in groups],
+            return ipb.RetrieveResponse(groups=[to_candidate_list(g) for g in groups],
                                        model_version=self.retriever.version)
         found = self.retriever.retrieve(
             recent_item_ids=list(user.recent_item_ids),
@@ -65,11 +65,11 @@ class RetrievalServicer(pb_grpc.RetrievalServicer):
             k=request.k,
             item_id=request.item_id,
         )
-        return pb.RetrieveResponse(candidates=to_candidate_list(found), model_version=self.retriever.version)
+        return ipb.RetrieveResponse(candidates=to_candidate_list(found), model_version=self.retriever.version)
 
 
-def to_candidate_list(found: list[Candidate]) -> pb.CandidateList:
-    return pb.CandidateList(
+def to_candidate_list(found: list[Candidate]) -> ipb.CandidateList:
+    return ipb.CandidateList(
         item_ids=[c.item_id for c in found], scores=[c.score for c in found],
         sources=[c.source for c in found], anchor_item_ids=[c.anchor_item_id for c in found],
     )
@@ -89,7 +89,7 @@ async def run(settings: Settings) -> None:
     metrics.info("recsys_model_version", "the model version retrieval serves", lambda: {"version": retriever.version})
 
     def register(server: grpc.aio.Server) -> None:
-        pb_grpc.add_RetrievalServicer_to_server(RetrievalServicer(retriever), server)
+        ipb_grpc.add_RetrievalServicer_to_server(RetrievalServicer(retriever), server)
 
     try:
         await serve(settings.retrieval_addr, ["Retrieval"], register, metrics_addr=settings.retrieval_metrics_addr,

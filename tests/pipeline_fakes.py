@@ -19,7 +19,7 @@ from orchestrator.pipelines import Pipelines
 from orchestrator.query import Deps, RequestQuery
 from orchestrator.recommend import Recommender
 from orchestrator.stats import Stats
-from protos import recsys_pb2 as pb
+from protos import internal_pb2 as ipb
 from storage.interactions import HistoryEntry
 from storage.records import ItemRecord, UserRecord
 
@@ -45,9 +45,9 @@ class FakeRetrieval:
     version: str = "v1"
     fail: grpc.StatusCode | None = None
     delay_s: dict[str, float] = field(default_factory=dict)  # per source name
-    requests: list[pb.RetrieveRequest] = field(default_factory=list)
+    requests: list[ipb.RetrieveRequest] = field(default_factory=list)
 
-    async def Retrieve(self, request: pb.RetrieveRequest, timeout: float | None = None) -> pb.RetrieveResponse:  # noqa: N802
+    async def Retrieve(self, request: ipb.RetrieveRequest, timeout: float | None = None) -> ipb.RetrieveResponse:  # noqa: N802
         self.requests.append(request)
         delay = max((self.delay_s.get(s.name, 0.0) for s in request.sources), default=0.0)
         await _within(delay, timeout)
@@ -57,9 +57,9 @@ class FakeRetrieval:
         groups = []
         for s in request.sources:
             ids = [i for i in self.lists.get(s.name, []) if i not in excluded][: s.k]
-            groups.append(pb.CandidateList(item_ids=ids, scores=[1.0 / (1 + r) for r in range(len(ids))],
+            groups.append(ipb.CandidateList(item_ids=ids, scores=[1.0 / (1 + r) for r in range(len(ids))],
                                            sources=[s.name] * len(ids), anchor_item_ids=[""] * len(ids)))
-        return pb.RetrieveResponse(groups=groups, model_version=self.version)
+        return ipb.RetrieveResponse(groups=groups, model_version=self.version)
 
 
 @dataclass
@@ -69,16 +69,16 @@ class FakeRanking:
     scores: dict[str, float] = field(default_factory=dict)
     fail: grpc.StatusCode | None = None
     delay_s: float = 0.0
-    requests: list[pb.RankRequest] = field(default_factory=list)
+    requests: list[ipb.RankRequest] = field(default_factory=list)
 
-    async def Rank(self, request: pb.RankRequest, timeout: float | None = None) -> pb.RankResponse:  # noqa: N802
+    async def Rank(self, request: ipb.RankRequest, timeout: float | None = None) -> ipb.RankResponse:  # noqa: N802
         self.requests.append(request)
         await _within(self.delay_s, timeout)
         if self.fail is not None:
             raise rpc_error(self.fail)
         ids = list(request.candidates.item_ids)
         order = sorted(range(len(ids)), key=lambda i: -self.scores.get(ids[i], 0.0))
-        return pb.RankResponse(order=order, scores=[self.scores.get(ids[i], 0.0) for i in order],
+        return ipb.RankResponse(order=order, scores=[self.scores.get(ids[i], 0.0) for i in order],
                                score_part_names=["ranker"], score_parts=[self.scores.get(ids[i], 0.0) for i in order],
                                model_version="ranker-v1")
 

@@ -26,6 +26,8 @@ from core.config import Settings
 from core.errors import Unavailable
 from core.service_auth import auth_on, bearer, is_loopback
 from orchestrator.auth import KeyCache, allows, required_scope
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
@@ -194,9 +196,9 @@ def test_a_revoked_key_stops_working_within_a_second(secured: Settings, api: pb_
 
 
 def test_retrieve_needs_the_service_token(secured: Settings) -> None:
-    request = pb.RetrieveRequest(k=5, sources=[pb.SourceRequest(name="popular", k=5)])
+    request = ipb.RetrieveRequest(k=5, sources=[ipb.SourceRequest(name="popular", k=5)])
     with grpc.insecure_channel(secured.retrieval_addr) as channel:
-        retrieval = pb_grpc.RetrievalStub(channel)
+        retrieval = ipb_grpc.RetrievalStub(channel)
         code, details = _code(lambda: retrieval.Retrieve(request, timeout=5))
         assert code == grpc.StatusCode.UNAUTHENTICATED and "RECSYS_SERVICE_TOKEN" in details
         code, _ = _code(lambda: retrieval.Retrieve(request, timeout=5, metadata=_as("wrong")))

@@ -22,6 +22,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from core.config import Settings
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
@@ -203,18 +205,18 @@ def test_nan_infinity_and_deep_structs_are_invalid_argument(
 
 
 def test_the_internal_services_check_their_requests(channels: dict[str, grpc.Channel]) -> None:
-    retrieval = pb_grpc.RetrievalStub(channels["retrieval"])
-    ranking = pb_grpc.RankingStub(channels["ranking"])
-    _rejected(lambda: retrieval.Retrieve(pb.RetrieveRequest(k=10, item_id="x" * 4_000_000), timeout=10), "item_id")
-    _rejected(lambda: retrieval.Retrieve(pb.RetrieveRequest(k=10, user=pb.UserContext(
+    retrieval = ipb_grpc.RetrievalStub(channels["retrieval"])
+    ranking = ipb_grpc.RankingStub(channels["ranking"])
+    _rejected(lambda: retrieval.Retrieve(ipb.RetrieveRequest(k=10, item_id="x" * 4_000_000), timeout=10), "item_id")
+    _rejected(lambda: retrieval.Retrieve(ipb.RetrieveRequest(k=10, user=ipb.UserContext(
         recent_item_ids=["1", "a\x00"])), timeout=10), "user.recent_item_ids[1]")
-    _rejected(lambda: retrieval.Retrieve(pb.RetrieveRequest(k=10, sources=[pb.SourceRequest(name="trending", k=5)]
+    _rejected(lambda: retrieval.Retrieve(ipb.RetrieveRequest(k=10, sources=[ipb.SourceRequest(name="trending", k=5)]
                                                             * 65), timeout=10), "sources")
-    cands = pb.CandidateList(item_ids=["1", "2"], scores=[1.0, math.nan])
-    _rejected(lambda: ranking.Rank(pb.RankRequest(candidates=cands, user=pb.UserContext(recent_item_ids=["1"])),
+    cands = ipb.CandidateList(item_ids=["1", "2"], scores=[1.0, math.nan])
+    _rejected(lambda: ranking.Rank(ipb.RankRequest(candidates=cands, user=ipb.UserContext(recent_item_ids=["1"])),
                                    timeout=10), "candidates.scores[1]")
-    _rejected(lambda: ranking.Rank(pb.RankRequest(candidates=pb.CandidateList(item_ids=["1"], scores=[1.0]),
-                                                  user=pb.UserContext(recent_timestamps=[math.inf])), timeout=10),
+    _rejected(lambda: ranking.Rank(ipb.RankRequest(candidates=ipb.CandidateList(item_ids=["1"], scores=[1.0]),
+                                                  user=ipb.UserContext(recent_timestamps=[math.inf])), timeout=10),
               "user.recent_timestamps[0]")
 
 
@@ -394,7 +396,7 @@ def _retired(item: pb.Item) -> pb.Item:
 
 ITEMS = st.lists(ITEM_MESSAGES.map(_retired), max_size=3).map(lambda xs: pb.UpsertItemsRequest(items=xs))
 SOUND_USER_CONTEXT, HOSTILE_USER_CONTEXT = both(
-    pb.UserContext,
+    ipb.UserContext,
     {"user_id": st.sampled_from(["", *REAL_IDS]) | FUZZ_IDS,
      "recent_item_ids": st.lists(st.sampled_from(REAL_IDS), max_size=5),
      "attributes": st.fixed_dictionaries({}, optional={"age": st.sampled_from(["25", "x", "nan", "1e400", "-3"]),
@@ -405,12 +407,12 @@ SOUND_USER_CONTEXT, HOSTILE_USER_CONTEXT = both(
      "recent_timestamps": st.lists(FLOATS, min_size=1, max_size=5)})
 SOURCE_NAMES = ["two_tower", "popular", "trending", "segment_popular", "similar_items", "also_bought", "content"]
 SOUND_SOURCE, HOSTILE_SOURCE = both(
-    pb.SourceRequest,
+    ipb.SourceRequest,
     {"name": st.sampled_from(SOURCE_NAMES), "k": st.integers(1, 50)},
     {"name": texts(), "k": INT32, "window": texts() | st.just("7d"), "category": texts() | st.just("Drama"),
      "segment": texts() | st.sampled_from(["age:25-34", "age:nan"])})
 RETRIEVE = messages(
-    pb.RetrieveRequest,
+    ipb.RetrieveRequest,
     {"request_id": st.uuids().map(str), "user": SOUND_USER_CONTEXT, "sources": st.lists(SOUND_SOURCE, max_size=3),
      "exclude_item_ids": st.lists(st.sampled_from(REAL_IDS), max_size=3), "k": st.integers(1, 100),
      "item_id": st.sampled_from(REAL_IDS), "separate_sources": st.booleans()},
@@ -419,9 +421,9 @@ RETRIEVE = messages(
 
 
 @st.composite
-def _candidates(draw: st.DrawFn, hostile: bool) -> pb.CandidateList:
+def _candidates(draw: st.DrawFn, hostile: bool) -> ipb.CandidateList:
     n = draw(st.integers(1, 8))
-    c = pb.CandidateList(item_ids=draw(st.lists(st.sampled_from(REAL_IDS), min_size=n, max_size=n)),
+    c = ipb.CandidateList(item_ids=draw(st.lists(st.sampled_from(REAL_IDS), min_size=n, max_size=n)),
                          scores=draw(st.lists(st.floats(-10, 10), min_size=n, max_size=n)),
                          sources=draw(st.lists(st.sampled_from(SOURCE_NAMES), min_size=n, max_size=n)),
                          anchor_item_ids=draw(st.lists(st.sampled_from(["", *REAL_IDS]), min_size=n, max_size=n)))
@@ -433,7 +435,7 @@ def _candidates(draw: st.DrawFn, hostile: bool) -> pb.CandidateList:
 
 
 RANK = messages(
-    pb.RankRequest,
+    ipb.RankRequest,
     {"request_id": st.uuids().map(str), "user": SOUND_USER_CONTEXT, "context": SOUND_CONTEXT,
      "candidates": _candidates(False), "model_version": st.sampled_from(["", "v-old"])},
     {"request_id": texts(), "user": HOSTILE_USER_CONTEXT, "context": HOSTILE_CONTEXT, "candidates": _candidates(True),

@@ -12,8 +12,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from core.breaker import Breaker, CircuitOpen
 from orchestrator.dependencies import grpc_down, guarded_channel
-from protos import recsys_pb2 as pb
-from protos import recsys_pb2_grpc as pb_grpc
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from tests.conftest import free_port
 
 
@@ -63,16 +63,16 @@ def test_guard_counts_failures_inside_it() -> None:
     asyncio.run(main())
 
 
-class FreezableRanking(pb_grpc.RankingServicer):
+class FreezableRanking(ipb_grpc.RankingServicer):
     def __init__(self) -> None:
         self.frozen = True
         self.calls = 0
 
-    async def Rank(self, request: pb.RankRequest, context: grpc.aio.ServicerContext) -> pb.RankResponse:
+    async def Rank(self, request: ipb.RankRequest, context: grpc.aio.ServicerContext) -> ipb.RankResponse:
         self.calls += 1
         while self.frozen:
             await asyncio.sleep(0.01)
-        return pb.RankResponse(model_version="v1")
+        return ipb.RankResponse(model_version="v1")
 
 
 def test_frozen_service_costs_no_wait_once_detected_and_recovers_by_probe() -> None:
@@ -80,24 +80,24 @@ def test_frozen_service_costs_no_wait_once_detected_and_recovers_by_probe() -> N
         addr = f"127.0.0.1:{free_port()}"
         server = grpc.aio.server()
         servicer = FreezableRanking()
-        pb_grpc.add_RankingServicer_to_server(servicer, server)
+        ipb_grpc.add_RankingServicer_to_server(servicer, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         server.add_insecure_port(addr)
         await server.start()
         await health_servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
         channel, breaker = guarded_channel("ranking", addr, [])
-        stub = pb_grpc.RankingStub(channel)
+        stub = ipb_grpc.RankingStub(channel)
         try:
             for _ in range(breaker.threshold):  # frozen: each call waits out its deadline
                 with pytest.raises(grpc.aio.AioRpcError) as err:
-                    await stub.Rank(pb.RankRequest(), timeout=0.1)
+                    await stub.Rank(ipb.RankRequest(), timeout=0.1)
                 assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert breaker.is_open
             calls = servicer.calls
             start = time.perf_counter()
             with pytest.raises(CircuitOpen, match="ranking unavailable"):
-                await stub.Rank(pb.RankRequest(), timeout=0.1)
+                await stub.Rank(ipb.RankRequest(), timeout=0.1)
             assert time.perf_counter() - start < 0.02  # refused at once
             assert servicer.calls == calls  # and never sent
 
@@ -107,7 +107,7 @@ def test_frozen_service_costs_no_wait_once_detected_and_recovers_by_probe() -> N
             while breaker.is_open:
                 assert time.perf_counter() - back < 2.0, "breaker still open 2 s after recovery"
                 await asyncio.sleep(0.01)
-            assert (await stub.Rank(pb.RankRequest(), timeout=1.0)).model_version == "v1"
+            assert (await stub.Rank(ipb.RankRequest(), timeout=1.0)).model_version == "v1"
             assert not grpc_down(ValueError())
         finally:
             breaker.stop()

@@ -61,15 +61,15 @@ SLOW_SERVER = """
 import asyncio, sys
 import grpc
 from core.grpc_server import serve
-from protos import recsys_pb2 as pb, recsys_pb2_grpc as pb_grpc
+from protos import internal_pb2 as ipb, internal_pb2_grpc as ipb_grpc
 
-class Slow(pb_grpc.RankingServicer):
+class Slow(ipb_grpc.RankingServicer):
     async def Rank(self, request, context):
         open(sys.argv[2], "a").close()  # the test sends SIGTERM once calls are in flight
         await asyncio.sleep(0.3)
-        return pb.RankResponse(model_version="done")
+        return ipb.RankResponse(model_version="done")
 
-asyncio.run(serve(sys.argv[1], ["Ranking"], lambda s: pb_grpc.add_RankingServicer_to_server(Slow(), s)))
+asyncio.run(serve(sys.argv[1], ["Ranking"], lambda s: ipb_grpc.add_RankingServicer_to_server(Slow(), s)))
 """
 
 
@@ -86,8 +86,8 @@ def test_sigterm_drains_calls_in_flight_and_refuses_new_ones_with_unavailable(tm
     import grpc
 
     from core.config import ROOT
-    from protos import recsys_pb2 as pb
-    from protos import recsys_pb2_grpc as pb_grpc
+    from protos import internal_pb2 as ipb
+    from protos import internal_pb2_grpc as ipb_grpc
     from recsys.processes import is_serving
     from tests.conftest import free_port
 
@@ -103,11 +103,11 @@ def test_sigterm_drains_calls_in_flight_and_refuses_new_ones_with_unavailable(tm
 
         async def load() -> None:
             async with grpc.aio.insecure_channel(addr) as channel:
-                stub = pb_grpc.RankingStub(channel)
+                stub = ipb_grpc.RankingStub(channel)
 
                 async def one() -> None:
                     try:
-                        await stub.Rank(pb.RankRequest(), timeout=5)
+                        await stub.Rank(ipb.RankRequest(), timeout=5)
                         codes["OK"] += 1
                     except grpc.aio.AioRpcError as exc:
                         codes[exc.code().name] += 1

@@ -13,6 +13,8 @@ import grpc
 import pytest
 
 from core.config import Settings
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from tests.test_retrieval_sources import JEDI, STAR_WARS, publish_copy, retrieval  # noqa: F401
@@ -30,9 +32,9 @@ def _new_item(category: str) -> pb.Item:
     )
 
 
-def _knows(stub: pb_grpc.RetrievalStub, item_id: str) -> bool:
+def _knows(stub: ipb_grpc.RetrievalStub, item_id: str) -> bool:
     """Retrieval has the item in its index: its embedding neighbours come back."""
-    found = stub.Retrieve(pb.RetrieveRequest(k=5, item_id=item_id, sources=[pb.SourceRequest(name="similar_items",
+    found = stub.Retrieve(ipb.RetrieveRequest(k=5, item_id=item_id, sources=[ipb.SourceRequest(name="similar_items",
                                                                                             k=5)]), timeout=5)
     return bool(found.candidates.sources) and found.candidates.sources[0] == "similar_items"
 
@@ -49,7 +51,7 @@ def _ids(items) -> list[str]:  # noqa: ANN001
 
 
 def test_a_new_item_is_served_within_seconds_and_a_retired_one_stops_being_served(
-    api: pb_grpc.RecommenderStub, retrieval: pb_grpc.RetrievalStub,  # noqa: F811
+    api: pb_grpc.RecommenderStub, retrieval: ipb_grpc.RetrievalStub,  # noqa: F811
 ) -> None:
     category = f"Space Opera {uuid.uuid4().hex[:6]}"  # only the new item has it
     item = _new_item(category)
@@ -79,28 +81,28 @@ def test_a_new_item_is_served_within_seconds_and_a_retired_one_stops_being_serve
                         timeout=10)
     assert _ids(rec.items) == []
     # ... and within seconds retrieval stops returning it as a candidate
-    page = pb.RetrieveRequest(k=50, item_id=STAR_WARS, sources=[pb.SourceRequest(name="content", k=25),
-                                                               pb.SourceRequest(name="similar_items", k=25)])
+    page = ipb.RetrieveRequest(k=50, item_id=STAR_WARS, sources=[ipb.SourceRequest(name="content", k=25),
+                                                               ipb.SourceRequest(name="similar_items", k=25)])
     _wait(lambda: item.item_id not in retrieval.Retrieve(page, timeout=5).candidates.item_ids,
           "retrieval dropping the retired item")
 
 
 def test_a_new_version_is_swapped_in_under_load_without_a_failed_request(
-    api: pb_grpc.RecommenderStub, retrieval: pb_grpc.RetrievalStub, stack: Settings,  # noqa: F811
+    api: pb_grpc.RecommenderStub, retrieval: ipb_grpc.RetrievalStub, stack: Settings,  # noqa: F811
 ) -> None:
     item = _new_item(f"Space Opera {uuid.uuid4().hex[:6]}")
     api.UpsertItems(pb.UpsertItemsRequest(items=[item]), timeout=10)
     _wait(lambda: _knows(retrieval, item.item_id), "retrieval learning of the new item")
-    user = pb.UserContext(user_id="load", recent_item_ids=sorted(SAGA), attributes={"age": "30"})
-    requests = [pb.RetrieveRequest(k=100, user=user),
-                pb.RetrieveRequest(k=5, item_id=item.item_id, sources=[pb.SourceRequest(name="similar_items", k=5)])]
+    user = ipb.UserContext(user_id="load", recent_item_ids=sorted(SAGA), attributes={"age": "30"})
+    requests = [ipb.RetrieveRequest(k=100, user=user),
+                ipb.RetrieveRequest(k=5, item_id=item.item_id, sources=[ipb.SourceRequest(name="similar_items", k=5)])]
     versions: list[str] = []
     failures: list[str] = []
     stop = threading.Event()
 
     def hammer() -> None:
         with grpc.insecure_channel(stack.retrieval_addr) as channel:
-            stub = pb_grpc.RetrievalStub(channel)
+            stub = ipb_grpc.RetrievalStub(channel)
             n = 0
             while not stop.is_set():
                 req = requests[n % 2]

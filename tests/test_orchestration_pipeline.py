@@ -25,6 +25,8 @@ from orchestrator.preferences import check_preferences
 from orchestrator.recommend import Recommender
 from orchestrator.source_config import DEFAULT_SOURCES, CandidateSource
 from orchestrator.validation import recommend_query
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from storage.interactions import HistoryEntry
@@ -250,12 +252,12 @@ def test_default_sources_send_the_ranker_what_it_was_trained_on(stack: Settings)
                                WHERE user_id = '42' GROUP BY item_id ORDER BY max(ts) DESC, item_id""").fetchall()
     history = [r[0] for r in rows]
     want = 200
-    default_mix = pb.RetrieveRequest(user=pb.UserContext(user_id="42", recent_item_ids=history[:50]),
+    default_mix = ipb.RetrieveRequest(user=ipb.UserContext(user_id="42", recent_item_ids=history[:50]),
                                      exclude_item_ids=sorted(history), k=want)
 
     async def merged() -> tuple[list[str], list[str], list[str], int]:
         async with grpc.aio.insecure_channel(stack.retrieval_addr) as channel:
-            retrieval = pb_grpc.RetrievalStub(channel)
+            retrieval = ipb_grpc.RetrievalStub(channel)
             before = list((await retrieval.Retrieve(default_mix, timeout=10)).candidates.item_ids)
             rec = Recommender(stack, None, None, retrieval, FakeRanking(), Catalog(None), ExposureLog(None))  # type: ignore[arg-type]
             q = recommend_query(pb.RecommendRequest(user_id="42", k=10), config.OrchestratorConfig(), lambda: None)

@@ -16,6 +16,7 @@ from orchestrator import config
 from orchestrator.pipeline import Candidate, Pipeline, Setting, Slots, Source, Trace, merge
 from orchestrator.query import RECOMMEND, RequestQuery
 from orchestrator.source_config import DEFAULT_SOURCES
+from protos import internal_pb2 as ipb
 from protos import recsys_pb2 as pb
 from storage.records import UserRecord
 from tests.pipeline_fakes import Box, GivenUser, no_deadline, params
@@ -71,7 +72,7 @@ def test_gates_pick_the_sources_for_each_kind_of_user() -> None:
 
     cold = rec(b, user_id="cold-picker")
     sent = [s for r in b.retrieval.requests for s in r.sources]
-    assert pb.SourceRequest(name="trending", k=100, window="7d", category="c1") in sent
+    assert ipb.SourceRequest(name="trending", k=100, window="7d", category="c1") in sent
     picked = [i for i in cold.items if "which you picked" in i.reason]
     assert picked and all(i.item.categories[0] in ("c1", "c2") for i in picked)
     assert stages(cold)["source:segment_popular"].note == "gated off: no demographics"
@@ -144,10 +145,10 @@ def test_a_source_keeps_what_it_found_itself() -> None:
     b = box(lists={**LISTS, "two_tower": ["1", "2"]})
     b.retrieval.lists["popular"] = []
 
-    async def retrieve(request: pb.RetrieveRequest, timeout: float | None = None) -> pb.RetrieveResponse:
-        groups = [pb.CandidateList(item_ids=["1", "2", "3"], scores=[3, 2, 1], sources=[s.name, "popular", "popular"],
+    async def retrieve(request: ipb.RetrieveRequest, timeout: float | None = None) -> ipb.RetrieveResponse:
+        groups = [ipb.CandidateList(item_ids=["1", "2", "3"], scores=[3, 2, 1], sources=[s.name, "popular", "popular"],
                                    anchor_item_ids=[""] * 3) for s in request.sources]
-        return pb.RetrieveResponse(groups=groups, model_version="v1")
+        return ipb.RetrieveResponse(groups=groups, model_version="v1")
 
     b.retrieval.Retrieve = retrieve  # type: ignore[method-assign]
     resp = rec(b, k=5)

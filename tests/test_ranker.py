@@ -18,8 +18,8 @@ import scipy.sparse as sp
 from core.artifacts import load_current
 from core.config import Settings
 from core.ranker_features import COL, FEATURES, RankerSignals, SignalConfig
-from protos import recsys_pb2 as pb
-from protos import recsys_pb2_grpc as pb_grpc
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from ranking import ranker as served
 from retrieval.retriever import Retriever
 from retrieval.service import RetrievalServicer
@@ -168,8 +168,8 @@ def test_training_candidates_are_what_the_retrieval_service_sends() -> None:
         service = Retriever(Path(retrieve._tmp.name))  # the service's loader over the same folder
         service.load()
         servicer = RetrievalServicer(service)
-        resp = asyncio.run(servicer.Retrieve(pb.RetrieveRequest(
-            user=pb.UserContext(user_id=user, recent_item_ids=recent, attributes=attrs), k=15,
+        resp = asyncio.run(servicer.Retrieve(ipb.RetrieveRequest(
+            user=ipb.UserContext(user_id=user, recent_item_ids=recent, attributes=attrs), k=15,
             exclude_item_ids=recent), None))  # type: ignore[arg-type]
         sources = set(resp.candidates.sources)
         examples = make_examples([user], hist, labels, attributes_of(ds), tt, build_signals(early), retrieve,
@@ -273,11 +273,11 @@ def test_rank_over_grpc_serves_the_learned_ranker(stack: Settings) -> None:
     ranker = served.load(stack.artifacts_dir / version)
     assert ranker is not None, "the stack's version was trained without a ranker"
     items = [f"{i}" for i in range(100, 300)]
-    user = pb.UserContext(user_id="", recent_item_ids=["50", "181", "1"], attributes={"age": "30", "gender": "F"})
-    request = pb.RankRequest(request_id="t", user=user, candidates=pb.CandidateList(
+    user = ipb.UserContext(user_id="", recent_item_ids=["50", "181", "1"], attributes={"age": "30", "gender": "F"})
+    request = ipb.RankRequest(request_id="t", user=user, candidates=ipb.CandidateList(
         item_ids=items, scores=[0.0] * len(items), sources=["popular"] * len(items), anchor_item_ids=[""] * len(items)))
     with grpc.insecure_channel(stack.ranking_addr) as channel:
-        resp = pb_grpc.RankingStub(channel).Rank(request, timeout=10)
+        resp = ipb_grpc.RankingStub(channel).Rank(request, timeout=10)
     assert resp.model_version == f"ranker-{version}"
     assert sorted(resp.order) == list(range(len(items)))
     assert list(resp.scores) == sorted(resp.scores, reverse=True)
@@ -294,20 +294,20 @@ def test_rank_over_grpc_serves_the_learned_ranker(stack: Settings) -> None:
 def test_a_newcomer_keeps_the_segment_order_retrieval_sends(stack: Settings) -> None:
     """No history (none in the request, none in Feast): ranking keeps the caller's order, which for a
     newcomer is the segments' popularity; the learned ranker ranked newcomers worse (docs/quality.md)."""
-    newcomer = pb.UserContext(user_id="nobody-yet", attributes={"age": "30", "gender": "F"})
+    newcomer = ipb.UserContext(user_id="nobody-yet", attributes={"age": "30", "gender": "F"})
     with grpc.insecure_channel(stack.retrieval_addr) as channel:
-        found = pb_grpc.RetrievalStub(channel).Retrieve(pb.RetrieveRequest(user=newcomer, k=100), timeout=10)
+        found = ipb_grpc.RetrievalStub(channel).Retrieve(ipb.RetrieveRequest(user=newcomer, k=100), timeout=10)
     scores = list(found.candidates.scores)
     assert scores == sorted(scores, reverse=True) and scores[0] > 0  # the segments' order, best first
     assert found.candidates.sources[0] == "segment_popular"
     with grpc.insecure_channel(stack.ranking_addr) as channel:
-        resp = pb_grpc.RankingStub(channel).Rank(pb.RankRequest(user=newcomer, candidates=found.candidates),
+        resp = ipb_grpc.RankingStub(channel).Rank(ipb.RankRequest(user=newcomer, candidates=found.candidates),
                                                   timeout=10)
     assert list(resp.order) == list(range(len(scores))) and resp.model_version == "retrieval-order"
     # scores keep that order whatever the sources' scales (selection sorts by them); the sources' scores are a part
     assert list(resp.scores) == sorted(set(resp.scores), reverse=True) and list(resp.score_parts) == scores
     # with one recent item the learned ranker ranks again
-    known = pb.UserContext(user_id="", recent_item_ids=["50"], attributes={"age": "30", "gender": "F"})
+    known = ipb.UserContext(user_id="", recent_item_ids=["50"], attributes={"age": "30", "gender": "F"})
     with grpc.insecure_channel(stack.ranking_addr) as channel:
-        again = pb_grpc.RankingStub(channel).Rank(pb.RankRequest(user=known, candidates=found.candidates), timeout=10)
+        again = ipb_grpc.RankingStub(channel).Rank(ipb.RankRequest(user=known, candidates=found.candidates), timeout=10)
     assert again.model_version.startswith("ranker-")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from core.errors import InvalidArgument
-from protos import recsys_pb2 as pb
+from protos import internal_pb2 as ipb
 from ranking import ranker as served
 from ranking.rank import NEWCOMER_ORDER, Ranking
 from ranking.ranker import Ranked, RankerSlot
@@ -51,10 +51,10 @@ class Features:
 
 
 def request(recent: Sequence[str] = ("x",), version: str = "", user_id: str = "u1",
-            scores: Sequence[float] = (0.3, 0.2, 0.1)) -> pb.RankRequest:
-    return pb.RankRequest(
-        user=pb.UserContext(user_id=user_id, recent_item_ids=list(recent)),
-        candidates=pb.CandidateList(item_ids=ITEMS, scores=list(scores), sources=["two_tower"] * 3),
+            scores: Sequence[float] = (0.3, 0.2, 0.1)) -> ipb.RankRequest:
+    return ipb.RankRequest(
+        user=ipb.UserContext(user_id=user_id, recent_item_ids=list(recent)),
+        candidates=ipb.CandidateList(item_ids=ITEMS, scores=list(scores), sources=["two_tower"] * 3),
         model_version=version,
     )
 
@@ -64,14 +64,14 @@ def ranking(slot: RankerSlot) -> Ranking:
     return Ranking(features, features, learned=slot)  # type: ignore[arg-type]
 
 
-def order(resp: pb.RankResponse) -> list[str]:
+def order(resp: ipb.RankResponse) -> list[str]:
     return [ITEMS[i] for i in resp.order]
 
 
 def test_requests_are_checked_with_the_field_named() -> None:
     r = ranking(RankerSlot())
     with pytest.raises(InvalidArgument, match="candidates"):
-        r.rank(pb.RankRequest())
+        r.rank(ipb.RankRequest())
     bad = request()
     del bad.candidates.scores[:]
     with pytest.raises(InvalidArgument) as err:

@@ -22,6 +22,8 @@ import pytest
 from core import content, covisitation, segments
 from core.config import Settings
 from core.trending import Event, Trending, TrendingConfig
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from training.dataset import load_postgres
@@ -57,12 +59,12 @@ def publish_copy(settings: Settings, build_sources: bool) -> str:
     return version
 
 
-def served_version(stub: pb_grpc.RetrievalStub) -> str:
-    return stub.Retrieve(pb.RetrieveRequest(k=1, sources=[pb.SourceRequest(name="popular", k=1)]),
+def served_version(stub: ipb_grpc.RetrievalStub) -> str:
+    return stub.Retrieve(ipb.RetrieveRequest(k=1, sources=[ipb.SourceRequest(name="popular", k=1)]),
                          timeout=5).model_version
 
 
-def wait_for_version(stub: pb_grpc.RetrievalStub, version: str, timeout_s: float = 30.0) -> None:
+def wait_for_version(stub: ipb_grpc.RetrievalStub, version: str, timeout_s: float = 30.0) -> None:
     deadline = time.monotonic() + timeout_s
     while served_version(stub) != version:
         assert time.monotonic() < deadline, f"retrieval did not swap to {version} in {timeout_s} s"
@@ -70,18 +72,18 @@ def wait_for_version(stub: pb_grpc.RetrievalStub, version: str, timeout_s: float
 
 
 @pytest.fixture(scope="session")
-def retrieval(stack: Settings) -> pb_grpc.RetrievalStub:
+def retrieval(stack: Settings) -> ipb_grpc.RetrievalStub:
     """The stack's retrieval service, serving a version that has every source's artifacts."""
     channel = grpc.insecure_channel(stack.retrieval_addr)
-    stub = pb_grpc.RetrievalStub(channel)
+    stub = ipb_grpc.RetrievalStub(channel)
     current = stack.artifacts_dir / (stack.artifacts_dir / "CURRENT").read_text().strip()
     if not all((current / name).exists() for name in SOURCE_FILES):
         wait_for_version(stub, publish_copy(stack, build_sources=True))
     return stub
 
 
-def _retrieve(stub: pb_grpc.RetrievalStub, **kw: object) -> pb.CandidateList:
-    return stub.Retrieve(pb.RetrieveRequest(**kw), timeout=5).candidates  # type: ignore[arg-type]
+def _retrieve(stub: ipb_grpc.RetrievalStub, **kw: object) -> ipb.CandidateList:
+    return stub.Retrieve(ipb.RetrieveRequest(**kw), timeout=5).candidates  # type: ignore[arg-type]
 
 
 def _categories(database_url: str, item_ids: list[str]) -> dict[str, set[str]]:
@@ -94,9 +96,9 @@ def _categories(database_url: str, item_ids: list[str]) -> dict[str, set[str]]:
 
 
 def test_also_bought_of_star_wars_holds_the_other_star_wars_films(
-    retrieval: pb_grpc.RetrievalStub, api: pb_grpc.RecommenderStub
+    retrieval: ipb_grpc.RetrievalStub, api: pb_grpc.RecommenderStub
 ) -> None:
-    found = _retrieve(retrieval, k=20, item_id=STAR_WARS, sources=[pb.SourceRequest(name="also_bought", k=20)])
+    found = _retrieve(retrieval, k=20, item_id=STAR_WARS, sources=[ipb.SourceRequest(name="also_bought", k=20)])
     assert {EMPIRE, JEDI} <= set(found.item_ids)
     assert set(found.sources) == {"also_bought"} and set(found.anchor_item_ids) == {STAR_WARS}
     assert list(found.scores) == sorted(found.scores, reverse=True)
@@ -111,9 +113,9 @@ def test_also_bought_of_star_wars_holds_the_other_star_wars_films(
 
 
 def test_content_similarity_finds_films_of_the_same_genres(
-    retrieval: pb_grpc.RetrievalStub, api: pb_grpc.RecommenderStub, stack: Settings
+    retrieval: ipb_grpc.RetrievalStub, api: pb_grpc.RecommenderStub, stack: Settings
 ) -> None:
-    found = _retrieve(retrieval, k=10, item_id=TOY_STORY, sources=[pb.SourceRequest(name="content", k=10)])
+    found = _retrieve(retrieval, k=10, item_id=TOY_STORY, sources=[ipb.SourceRequest(name="content", k=10)])
     assert len(found.item_ids) == 10 and set(found.sources) == {"content"}
     cats = _categories(stack.database_url, [TOY_STORY, *found.item_ids])
     # Toy Story is Animation, Children's, Comedy: every neighbour shares at least two of them
@@ -125,10 +127,10 @@ def test_content_similarity_finds_films_of_the_same_genres(
 
 
 def test_the_default_mix_merges_sources_without_duplicates_or_excluded_items(
-    retrieval: pb_grpc.RetrievalStub,
+    retrieval: ipb_grpc.RetrievalStub,
 ) -> None:
     recent = [STAR_WARS, EMPIRE, JEDI, TOY_STORY]
-    user = pb.UserContext(user_id="mix", recent_item_ids=recent, attributes={"age": "30", "gender": "F"})
+    user = ipb.UserContext(user_id="mix", recent_item_ids=recent, attributes={"age": "30", "gender": "F"})
     found = _retrieve(retrieval, k=200, user=user, exclude_item_ids=recent)
     ids = list(found.item_ids)
     assert len(ids) == 200 and len(set(ids)) == 200 and not set(ids) & set(recent)
@@ -139,7 +141,7 @@ def test_the_default_mix_merges_sources_without_duplicates_or_excluded_items(
 
 
 def test_cold_start_users_get_what_their_segments_like(
-    retrieval: pb_grpc.RetrievalStub, api: pb_grpc.RecommenderStub, stack: Settings
+    retrieval: ipb_grpc.RetrievalStub, api: pb_grpc.RecommenderStub, stack: Settings
 ) -> None:
     retired = api.Trending(pb.TrendingRequest(k=10, segment="occupation:retired"), timeout=10)
     young = api.Trending(pb.TrendingRequest(k=10, segment="age:15"), timeout=10)  # a number maps to its band
@@ -155,7 +157,7 @@ def test_cold_start_users_get_what_their_segments_like(
     assert share[0] > 1.5 * share[1], share  # (the all-time top 5 overall: 0.9 times)
 
     teen_attrs = {"age": "15", "gender": "F", "occupation": "student"}
-    found = _retrieve(retrieval, k=50, user=pb.UserContext(user_id="teen", attributes=teen_attrs))
+    found = _retrieve(retrieval, k=50, user=ipb.UserContext(user_id="teen", attributes=teen_attrs))
     assert found.sources[0] == "segment_popular" and list(found.sources).count("segment_popular") >= 25
     # every candidate is scored by the segments' popularity, whichever source found it: the segments' best
     # first, the segment list in its order, and items outside the lists below
@@ -175,7 +177,7 @@ def test_cold_start_users_get_what_their_segments_like(
 
 
 def test_trending_follows_new_interactions_per_window_category_and_segment(
-    retrieval: pb_grpc.RetrievalStub, api: pb_grpc.RecommenderStub, stack: Settings
+    retrieval: ipb_grpc.RetrievalStub, api: pb_grpc.RecommenderStub, stack: Settings
 ) -> None:
     item = "1201"  # an obscure film: nobody else makes it trend
     category = sorted(_categories(stack.database_url, [item])[item])[0]
@@ -226,17 +228,17 @@ def test_bad_trending_and_similar_requests_are_invalid_argument(
 @pytest.mark.parametrize(
     ("source", "field"),
     [
-        (pb.SourceRequest(name="also_bought", k=1001), "sources[0].k"),
-        (pb.SourceRequest(name="trending", k=5, window="1y"), "sources[0].window"),
-        (pb.SourceRequest(name="content", k=5, window="1h"), "sources[0].window"),
-        (pb.SourceRequest(name="segment_popular", k=5, segment="nope"), "sources[0].segment"),
-        (pb.SourceRequest(name="similar_items", k=5), "item_id"),
+        (ipb.SourceRequest(name="also_bought", k=1001), "sources[0].k"),
+        (ipb.SourceRequest(name="trending", k=5, window="1y"), "sources[0].window"),
+        (ipb.SourceRequest(name="content", k=5, window="1h"), "sources[0].window"),
+        (ipb.SourceRequest(name="segment_popular", k=5, segment="nope"), "sources[0].segment"),
+        (ipb.SourceRequest(name="similar_items", k=5), "item_id"),
     ],
 )
-def test_bad_sources_are_invalid_argument(retrieval: pb_grpc.RetrievalStub, source: pb.SourceRequest,
+def test_bad_sources_are_invalid_argument(retrieval: ipb_grpc.RetrievalStub, source: ipb.SourceRequest,
                                           field: str) -> None:
     with pytest.raises(grpc.RpcError) as err:
-        retrieval.Retrieve(pb.RetrieveRequest(k=10, sources=[source]), timeout=5)
+        retrieval.Retrieve(ipb.RetrieveRequest(k=10, sources=[source]), timeout=5)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith(f"{field}:")
 
 

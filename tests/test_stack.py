@@ -16,6 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from core.config import Settings
+from protos import internal_pb2 as ipb
+from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
@@ -98,6 +100,27 @@ def test_health_and_reflection_answer_on_every_service(stack: Settings) -> None:
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
             names = {s.name for reply in replies for s in reply.list_services_response.service}
             assert service in names and "grpc.health.v1.Health" in names
+
+
+def test_public_reflection_serves_no_internal_definition(stack: Settings) -> None:
+    from google.protobuf import descriptor_pb2
+
+    def ask(channel: grpc.Channel, symbol: str) -> reflection_pb2.ServerReflectionResponse:
+        return next(iter(reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=symbol)]), timeout=5)))
+
+    with grpc.insecure_channel(processes.address(stack, "orchestrator")) as channel:
+        reply = ask(channel, "recsys.v1.Recommender")
+        files = [descriptor_pb2.FileDescriptorProto.FromString(raw)
+                 for raw in reply.file_descriptor_response.file_descriptor_proto]
+        assert [f.name for f in files if f.package == "recsys.v1"] == ["protos/recsys.proto"]
+        defined = {m.name for f in files for m in f.message_type} | {s.name for f in files for s in f.service}
+        assert "RecommendRequest" in defined
+        assert not defined & {"Retrieval", "Ranking", "RetrieveRequest", "RankRequest", "UserContext"}
+        for internal in ("recsys.v1.Retrieval", "recsys.v1.RetrieveRequest"):
+            assert ask(channel, internal).error_response.error_code == grpc.StatusCode.NOT_FOUND.value[0]
+    with grpc.insecure_channel(processes.address(stack, "retrieval")) as channel:  # its own file, where it is
+        assert ask(channel, "recsys.v1.Retrieval").file_descriptor_response.file_descriptor_proto
 
 
 @pytest.mark.parametrize(
@@ -192,15 +215,15 @@ def test_similar_items_and_trending(api: pb_grpc.RecommenderStub) -> None:
 
 def test_internal_services_validate_too(stack: Settings) -> None:
     with grpc.insecure_channel(stack.retrieval_addr) as channel:
-        stub = pb_grpc.RetrievalStub(channel)
+        stub = ipb_grpc.RetrievalStub(channel)
         with pytest.raises(grpc.RpcError) as err:
-            stub.Retrieve(pb.RetrieveRequest(k=10, sources=[pb.SourceRequest(name="magic", k=5)]), timeout=5)
+            stub.Retrieve(ipb.RetrieveRequest(k=10, sources=[ipb.SourceRequest(name="magic", k=5)]), timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "sources[0].name" in err.value.details()
-        ok = stub.Retrieve(pb.RetrieveRequest(k=10, user=pb.UserContext(recent_item_ids=["50"])), timeout=5)
+        ok = stub.Retrieve(ipb.RetrieveRequest(k=10, user=ipb.UserContext(recent_item_ids=["50"])), timeout=5)
         assert len(ok.candidates.item_ids) == 10 and len(ok.candidates.anchor_item_ids) == 10
     with grpc.insecure_channel(stack.ranking_addr) as channel:
         with pytest.raises(grpc.RpcError) as err:
-            pb_grpc.RankingStub(channel).Rank(pb.RankRequest(), timeout=5)
+            ipb_grpc.RankingStub(channel).Rank(ipb.RankRequest(), timeout=5)
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "candidates" in err.value.details()
 
 

@@ -33,6 +33,7 @@ from orchestrator.convert import from_struct, item_from_pb, user_from_pb
 from orchestrator.exposures import ExposureLog
 from orchestrator.interactions import interaction_from_pb
 from orchestrator.recommend import bound_response
+from protos import internal_pb2 as ipb
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from tests.conftest import free_port
@@ -231,13 +232,13 @@ def test_user_limits() -> None:
 
 
 def test_the_user_context_of_internal_calls() -> None:
-    check_user_context(pb.UserContext(user_id="u", recent_item_ids=["1"], recent_timestamps=[1e9],
+    check_user_context(ipb.UserContext(user_id="u", recent_item_ids=["1"], recent_timestamps=[1e9],
                                       attributes={"age": "30"}))
     for ctx, message in [
-        (pb.UserContext(recent_item_ids=["1", "x" * 200]), r"user\.recent_item_ids\[1\]: must be at most 128"),
-        (pb.UserContext(recent_timestamps=[math.nan]), r"user\.recent_timestamps\[0\]: must be a finite"),
-        (pb.UserContext(user_id="a\x00"), r"user\.user_id: must not contain"),
-        (pb.UserContext(recent_item_ids=["1"] * 1001), r"user\.recent_item_ids: must hold at most 1000"),
+        (ipb.UserContext(recent_item_ids=["1", "x" * 200]), r"user\.recent_item_ids\[1\]: must be at most 128"),
+        (ipb.UserContext(recent_timestamps=[math.nan]), r"user\.recent_timestamps\[0\]: must be a finite"),
+        (ipb.UserContext(user_id="a\x00"), r"user\.user_id: must not contain"),
+        (ipb.UserContext(recent_item_ids=["1"] * 1001), r"user\.recent_item_ids: must hold at most 1000"),
     ]:
         with pytest.raises(InvalidArgument, match=f"^{message}"):
             check_user_context(ctx)

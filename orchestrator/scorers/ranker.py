@@ -11,7 +11,7 @@ import grpc
 from orchestrator.pipeline import Candidate, Scorer, budget
 from orchestrator.query import RECOMMEND, Deps, RequestQuery
 from orchestrator.sources.retrieval import user_context
-from protos import recsys_pb2 as pb
+from protos import internal_pb2 as ipb
 
 
 class ScoreParts:
@@ -42,9 +42,9 @@ class Ranker(Scorer):
     async def score(self, q: RequestQuery, candidates: list[Candidate]) -> list[Candidate]:
         if not candidates:
             return candidates
-        request = pb.RankRequest(
+        request = ipb.RankRequest(
             request_id=q.request_id, user=user_context(q), context=q.context, model_version=q.model_version,
-            candidates=pb.CandidateList(
+            candidates=ipb.CandidateList(
                 item_ids=[c.item_id for c in candidates], scores=[c.retrieval_score for c in candidates],
                 sources=[c.source for c in candidates], anchor_item_ids=[c.anchor for c in candidates]),
         )

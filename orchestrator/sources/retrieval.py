@@ -18,16 +18,16 @@ from orchestrator.pipeline import Candidate, budget
 from orchestrator.query import Deps, RequestQuery
 from orchestrator.source_config import CandidateSource
 from orchestrator.sources.configured import ConfiguredSource, user_query
-from protos import recsys_pb2 as pb
+from protos import internal_pb2 as ipb
 
 RECENT_FOR_MODEL = 50  # the user tower's window
 
 
-def user_context(q: RequestQuery) -> pb.UserContext:
+def user_context(q: RequestQuery) -> ipb.UserContext:
     ctx = q.scratch.get("user_context")
     if ctx is None:
         recent = q.history[:RECENT_FOR_MODEL]
-        ctx = q.scratch["user_context"] = pb.UserContext(
+        ctx = q.scratch["user_context"] = ipb.UserContext(
             user_id=q.user_id, recent_item_ids=[h.item_id for h in recent], recent_timestamps=[h.ts for h in recent],
             attributes={key: str(v) for key, v in q.demographics.items() if v is not None and v != ""},
         )
@@ -38,7 +38,7 @@ def user_context(q: RequestQuery) -> pb.UserContext:
 class _Calls:
     """The Retrieve calls of one request."""
 
-    shared: list[pb.SourceRequest] = field(default_factory=list)
+    shared: list[ipb.SourceRequest] = field(default_factory=list)
     slices: dict[str, tuple[int, int]] = field(default_factory=dict)  # source name -> (first, n) of `shared`
     task: asyncio.Task | None = None
 
@@ -53,14 +53,14 @@ class RetrievalSource(ConfiguredSource):
         # source with a budget of its own gets the timer: it holds even sub-millisecond budgets exactly
         self.timer = bool(spec.timeout_ms)
 
-    def requests(self, q: RequestQuery) -> list[pb.SourceRequest]:
+    def requests(self, q: RequestQuery) -> list[ipb.SourceRequest]:
         """The SourceRequests of this source for this query (one per picked category with preferred_categories)."""
         s = self.spec
         k = self.k(q)
         cats = user_query(q).preferred_categories if s.preferred_categories else (s.category or q.category,)
         segment = s.segment or (q.segment if s.retrieval_source in ("trending", "segment_popular") else "")
         window = s.window or (q.window if s.retrieval_source == "trending" else "")
-        return [pb.SourceRequest(name=s.retrieval_source, k=k, window=window, category=c, segment=segment)
+        return [ipb.SourceRequest(name=s.retrieval_source, k=k, window=window, category=c, segment=segment)
                 for c in cats]
 
     def prepare(self, q: RequestQuery) -> None:
@@ -89,26 +89,26 @@ class RetrievalSource(ConfiguredSource):
 
     # -- the calls
 
-    def _base(self, q: RequestQuery) -> pb.RetrieveRequest:
+    def _base(self, q: RequestQuery) -> ipb.RetrieveRequest:
         base = q.scratch.get("retrieve_base")
         if base is None:
-            base = q.scratch["retrieve_base"] = pb.RetrieveRequest(
+            base = q.scratch["retrieve_base"] = ipb.RetrieveRequest(
                 request_id=q.request_id, item_id=q.item_id, separate_sources=True,
                 user=user_context(q) if q.user_id else None, exclude_item_ids=sorted(q.seen))
         return base
 
-    async def _own_call(self, q: RequestQuery, reqs: list[pb.SourceRequest]) -> tuple[list[pb.CandidateList], str]:
-        request = pb.RetrieveRequest()
+    async def _own_call(self, q: RequestQuery, reqs: list[ipb.SourceRequest]) -> tuple[list[ipb.CandidateList], str]:
+        request = ipb.RetrieveRequest()
         request.CopyFrom(self._base(q))
         request.k = max(r.k for r in reqs)
         request.sources.extend(reqs)
         resp = await self.deps.retrieval.Retrieve(request, timeout=self.timeout_s)
         return _groups(resp, len(reqs)), resp.model_version
 
-    async def _shared_call(self, q: RequestQuery) -> tuple[list[pb.CandidateList], str]:
+    async def _shared_call(self, q: RequestQuery) -> tuple[list[ipb.CandidateList], str]:
         calls: _Calls = q.scratch[("retrieve_calls", self.name)]
         if calls.task is None:
-            request = pb.RetrieveRequest()
+            request = ipb.RetrieveRequest()
             request.CopyFrom(self._base(q))
             request.k = max(r.k for r in calls.shared)
             request.sources.extend(calls.shared)
@@ -118,7 +118,7 @@ class RetrievalSource(ConfiguredSource):
         first, n = calls.slices[self.name]
         return _groups(resp, len(calls.shared))[first : first + n], resp.model_version
 
-    def _own_candidates(self, req: pb.SourceRequest, found: pb.CandidateList) -> list[Candidate]:
+    def _own_candidates(self, req: ipb.SourceRequest, found: ipb.CandidateList) -> list[Candidate]:
         """What the source itself found. The retrieval service fills a short answer with popular items;
         here the popular source does that job, so the fill (source "popular", or outside the asked
         category) is dropped. The trending source's own all-time fallback is labelled "popular" too."""
@@ -147,7 +147,7 @@ class RetrievalSource(ConfiguredSource):
         return ""
 
 
-def _groups(resp: pb.RetrieveResponse, n: int) -> list[pb.CandidateList]:
+def _groups(resp: ipb.RetrieveResponse, n: int) -> list[ipb.CandidateList]:
     if len(resp.groups) != n:  # a retrieval service from before separate_sources
         raise grpc.aio.AioRpcError(grpc.StatusCode.UNIMPLEMENTED, grpc.aio.Metadata(), grpc.aio.Metadata(),
                                    f"expected {n} source groups, got {len(resp.groups)}")
