@@ -19,6 +19,15 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
+DEPLOYMENTS = ("separate", "colocated")
+
+
+def _deployment(value: str) -> str:
+    if value not in DEPLOYMENTS:
+        raise ValueError(f"RECSYS_DEPLOYMENT={value!r}: use one of {', '.join(DEPLOYMENTS)}")
+    return value
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where the servers are. Empty means "start the embedded ones" (CLI only).
@@ -57,6 +66,10 @@ class Settings:
     # The shared secret internal services (retrieval, ranking, the worker) require of their callers;
     # empty: `recsys serve all` and the demo generate one per stack.
     service_token: str = ""
+    # "separate": the orchestrator calls the retrieval and ranking services over gRPC (each its own
+    # process, scaled and restarted apart); "colocated": the orchestrator's process runs their servicers
+    # itself and calls them in process (core/in_process.py, recsys/colocated.py): no internal hops.
+    deployment: str = "separate"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -83,6 +96,7 @@ class Settings:
             auth=_env("RECSYS_AUTH", "auto").lower(),
             reflection=_env("RECSYS_REFLECTION", "on").lower() not in ("off", "0", "false", "no"),
             service_token=os.environ.get("RECSYS_SERVICE_TOKEN", "").strip(),
+            deployment=_deployment(_env("RECSYS_DEPLOYMENT", "separate").lower()),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:
@@ -113,4 +127,5 @@ class Settings:
             "RECSYS_AUTH": self.auth,
             "RECSYS_REFLECTION": "on" if self.reflection else "off",
             "RECSYS_SERVICE_TOKEN": self.service_token,
+            "RECSYS_DEPLOYMENT": self.deployment,
         }

@@ -16,11 +16,17 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
-from prometheus_client import Histogram, start_http_server
+from prometheus_client import Histogram, start_http_server, values
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger(__name__)
+
+# Importing Feast sets PROMETHEUS_MULTIPROC_DIR (for its gunicorn feature server), which switches every
+# metric created afterwards to file-backed values: an mmap write and a pid check per increment, a file per
+# metric left in /tmp, and inherited by every process the CLI starts. Each of our services is one process
+# exporting its own registry: in-memory values, whatever the environment says.
+values.ValueClass = values.MutexValue
 
 # latency buckets from a cache hit (~1 ms) to a deadline (~0.5 s)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from redis.asyncio import Redis
 
 from core import metrics
+from core.breaker import Breaker
 from core.config import Settings
 from core.errors import InvalidArgument, NotFound
 from core.grpc_server import handles_errors, serve
@@ -136,11 +140,42 @@ def export_gauges(pool: GuardedPool, exposures: ExposureLog, breakers: Breakers,
                  lambda: {"version": recommender.versions.current})
 
 
-async def run(settings: Settings) -> None:
-    authenticate = auth_on(settings, settings.orchestrator_addr)  # before loading: a wrong setting fails fast
+@dataclass
+class Downstream:
+    """Retrieval and ranking as the orchestrator calls them: gRPC stubs over guarded channels to the
+    separate services, or stubs over servicers loaded in this process (the co-located deployment,
+    recsys/colocated.py; core/in_process.py). Either way they raise AioRpcError, so every fail-open
+    path is the same."""
+
+    retrieval: Any  # ipb_grpc.RetrievalStub, or an InProcessStub over a RetrievalServicer
+    ranking: Any  # ipb_grpc.RankingStub, or an InProcessStub over a RankingServicer
+    retrieval_breaker: Breaker | None = None
+    ranking_breaker: Breaker | None = None
+    healthy: Callable[[], bool] = lambda: True  # co-located: a model is loaded
+    close: Callable[[], Awaitable[None]] | None = None
+
+
+def remote_downstream(settings: Settings) -> Downstream:
+    """The separate deployment: channels to the retrieval and ranking services, each behind a breaker."""
     if not settings.service_token:
         log.warning("RECSYS_SERVICE_TOKEN is not set: calls to retrieval and ranking carry no service token "
                     "(they refuse them unless their auth is off)")
+    retrieval_channel, retrieval_breaker = guarded_channel(
+        "retrieval", settings.retrieval_addr, CHANNEL_OPTIONS, settings.service_token)
+    ranking_channel, ranking_breaker = guarded_channel(
+        "ranking", settings.ranking_addr, CHANNEL_OPTIONS, settings.service_token)
+
+    async def close() -> None:
+        await retrieval_channel.close()
+        await ranking_channel.close()
+
+    return Downstream(ipb_grpc.RetrievalStub(retrieval_channel), ipb_grpc.RankingStub(ranking_channel),
+                      retrieval_breaker, ranking_breaker, close=close)
+
+
+async def run(settings: Settings, downstream: Downstream | None = None) -> None:
+    """Serve the Recommender; `downstream` None: the separate retrieval and ranking services."""
+    authenticate = auth_on(settings, settings.orchestrator_addr)  # before loading: a wrong setting fails fast
     pool = await guarded_pool(settings.database_url, settings.db_checkout_timeout_s)
     redis = Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
     catalog = Catalog(pool)
@@ -149,14 +184,11 @@ async def run(settings: Settings) -> None:
     stats = Stats(redis)
     exposures = ExposureLog(pool, stats=stats)  # counts the rows PostgreSQL refuses (exposures_dropped)
     background = [asyncio.create_task(t) for t in (catalog.watch(), exposures.run(), stats.run())]
-    retrieval_channel, retrieval_breaker = guarded_channel(
-        "retrieval", settings.retrieval_addr, CHANNEL_OPTIONS, settings.service_token)
-    ranking_channel, ranking_breaker = guarded_channel(
-        "ranking", settings.ranking_addr, CHANNEL_OPTIONS, settings.service_token)
-    breakers = Breakers(pool.breaker, redis_breaker(redis), retrieval_breaker, ranking_breaker)
+    down = downstream or remote_downstream(settings)
+    breakers = Breakers(pool.breaker, redis_breaker(redis), down.retrieval_breaker, down.ranking_breaker)
     recommender = Recommender(
-        settings, pool, redis, ipb_grpc.RetrievalStub(retrieval_channel), ipb_grpc.RankingStub(ranking_channel),
-        catalog, exposures, config.load(settings.config_path), stats, breakers,
+        settings, pool, redis, down.retrieval, down.ranking, catalog, exposures, config.load(settings.config_path),
+        stats, breakers,
     )
     background.append(asyncio.create_task(recommender.versions.watch()))
     export_gauges(pool, exposures, breakers, recommender)
@@ -171,8 +203,8 @@ async def run(settings: Settings) -> None:
             b.stop()
         await exposures.flush()
         await stats.flush()
-        await retrieval_channel.close()
-        await ranking_channel.close()
+        if down.close is not None:
+            await down.close()
         await redis.aclose()
         await pool.close()
 
@@ -180,7 +212,7 @@ async def run(settings: Settings) -> None:
     # not ready while PostgreSQL cannot be reached at all (its breaker open): answers are cold starts
     await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close,
                 metrics_addr=settings.orchestrator_metrics_addr, extra_interceptors=interceptors,
-                reflect=settings.reflection, healthy=lambda: not breakers.postgres.is_open)
+                reflect=settings.reflection, healthy=lambda: not breakers.postgres.is_open and down.healthy())
 
 
 async def _find_key(pool: GuardedPool, key: str) -> ApiKey | None:

@@ -12,6 +12,7 @@ import grpc
 from core import metrics
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
+from core.in_process import Backend
 from core.service_auth import internal_interceptors
 from feature_store.store import OnlineFeatures
 from protos import internal_pb2 as ipb
@@ -31,29 +32,34 @@ class RankingServicer(ipb_grpc.RankingServicer):
         return self.ranking.rank(request)
 
 
-async def run(settings: Settings) -> None:
-    interceptors = internal_interceptors(settings, settings.ranking_addr)  # a wrong setting fails before loading
+async def load(settings: Settings) -> Backend:
+    """Ranking with its item features and learned ranker loaded and their watchers running."""
     online = OnlineFeatures(settings)
     items = ItemFeatureCache(online, settings.database_url)
     learned = RankerSlot(artifacts_dir=settings.artifacts_dir)
     await asyncio.to_thread(items.refresh)
     await asyncio.to_thread(learned.refresh)  # a ranker that fails to load is logged; the weighted scorer serves
-    watchers = [asyncio.create_task(items.watch()), asyncio.create_task(learned.watch())]
-
     ranking = Ranking(online, items, WeightedScorer(), learned)
-    metrics.info("recsys_model_version", "the learned ranker's model version ('' = the weighted scorer)",
+    metrics.info("recsys_ranker_version", "the learned ranker's model version ('' = the weighted scorer) and the "
+                 "item features' version",
                  lambda: {"version": learned.version, "item_features": str(items.version or "")})
     metrics.gauge("recsys_ranking_item_features", "items whose features ranking holds in memory", [],
                   lambda: [([], len(items.features))])
+    return Backend(RankingServicer(ranking),
+                   # ready with a learned ranker, or at least item features for the weighted scorer
+                   healthy=lambda: learned.ranker is not None or bool(items.features),
+                   tasks=[asyncio.create_task(items.watch()), asyncio.create_task(learned.watch())])
+
+
+async def run(settings: Settings) -> None:
+    interceptors = internal_interceptors(settings, settings.ranking_addr)  # a wrong setting fails before loading
+    backend = await load(settings)
 
     def register(server: grpc.aio.Server) -> None:
-        ipb_grpc.add_RankingServicer_to_server(RankingServicer(ranking), server)
+        ipb_grpc.add_RankingServicer_to_server(backend.servicer, server)
 
     try:
         await serve(settings.ranking_addr, ["Ranking"], register, metrics_addr=settings.ranking_metrics_addr,
-                    extra_interceptors=interceptors, reflect=settings.reflection,
-                    # ready with a learned ranker, or at least item features for the weighted scorer
-                    healthy=lambda: learned.ranker is not None or bool(items.features))
+                    extra_interceptors=interceptors, reflect=settings.reflection, healthy=backend.healthy)
     finally:
-        for w in watchers:
-            w.cancel()
+        backend.close()

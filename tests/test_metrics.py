@@ -40,10 +40,11 @@ def test_every_service_exports_its_calls_and_what_it_serves(stack: Settings, api
     assert value(orchestrator, "recsys_dependency_up", dependency="PostgreSQL") == 1
     assert value(orchestrator, "recsys_orchestrator_events_total", event="cache_miss") >= 1
     assert any(name == "recsys_model_version_info" and dict(labels)["version"] for name, labels in orchestrator)
-    for addr, method in ((stack.retrieval_metrics_addr, "Retrieve"), (stack.ranking_metrics_addr, "Rank")):
+    for addr, method, info in ((stack.retrieval_metrics_addr, "Retrieve", "recsys_model_version_info"),
+                               (stack.ranking_metrics_addr, "Rank", "recsys_ranker_version_info")):
         samples = scrape(addr)
         assert value(samples, "recsys_rpc_seconds_count", method=method, code="OK") >= 1
-        assert any(name == "recsys_model_version_info" for name, _ in samples)
+        assert any(name == info for name, _ in samples)
     worker = scrape(stack.worker_metrics_addr)
     assert value(worker, "recsys_worker_healthy") == 1
 

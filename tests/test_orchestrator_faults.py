@@ -1,8 +1,9 @@
 """The orchestrator through a PostgreSQL outage and a Redis restarted empty, really stopped: an
 orchestrator process of its own on PostgreSQL and Redis of the test's (tests/faults.py), with the
-session stack's retrieval and ranking. Recommend keeps answering (degraded, marked) without waiting
-on the dead server; writes answer UNAVAILABLE and a retry with the same event_id stores once; full
-answers come back within seconds of the server."""
+session stack's retrieval and ranking, or (co-located) its model in the orchestrator's own process.
+Recommend keeps answering (degraded, marked) without waiting on the dead server; writes answer
+UNAVAILABLE and a retry with the same event_id stores once; full answers come back within seconds
+of the server."""
 
 from __future__ import annotations
 
@@ -25,8 +26,10 @@ pytestmark = pytest.mark.integration
 DEADLINE_S = 0.3  # a shop's page budget for the call
 
 
-@pytest.fixture(scope="module")
-def own(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[OwnedServers, Settings]]:
+@pytest.fixture(scope="module", params=["separate", "colocated"])
+def own(stack: Settings, tmp_path_factory: pytest.TempPathFactory,
+        request: pytest.FixtureRequest) -> Iterator[tuple[OwnedServers, Settings]]:
+    """Separate: the session stack's retrieval and ranking; co-located: its model, in the orchestrator."""
     from storage.bulk import load_frames
     from training import movielens
 
@@ -34,7 +37,12 @@ def own(stack: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[t
         ds = movielens.load(movielens.fetch(stack.data_dir))
         load_frames(servers.database_url, ds.users, ds.items, ds.interactions, replace=True)
         settings = servers.settings(retrieval_addr=stack.retrieval_addr, ranking_addr=stack.ranking_addr,
-                                    artifacts_dir=stack.artifacts_dir, config_path=stack.config_path)
+                                    artifacts_dir=stack.artifacts_dir, config_path=stack.config_path,
+                                    deployment=request.param)
+        if request.param == "colocated":  # ranking, in the orchestrator, reads Feast: the servers' own registry
+            from feature_store import store
+
+            store.apply(settings)
         processes.start(settings, "orchestrator")
         try:
             yield servers, settings
