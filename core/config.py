@@ -19,6 +19,12 @@ def _env(name: str, default: str) -> str:
     return value or default
 
 
+def _file(name: str) -> str:
+    """A file's path made absolute ("" when unset): services started from another directory find it too."""
+    value = os.environ.get(name, "").strip()
+    return str(Path(value).expanduser().absolute()) if value else ""
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where the servers are. Empty means "start the embedded ones" (CLI only).
@@ -57,6 +63,16 @@ class Settings:
     # The shared secret internal services (retrieval, ranking, the worker) require of their callers;
     # empty: `recsys serve all` and the demo generate one per stack.
     service_token: str = ""
+    # TLS (docs/security.md, core/tls.py): PEM files; all empty = plaintext. A server serves TLS with its
+    # certificate chain and key; clients verify servers with tls_ca_file (empty: the system's roots).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    # "require": servers accept only clients presenting a certificate signed by tls_ca_file (mutual TLS).
+    tls_client_auth: str = "off"
+    # The certificate and key this process presents as a client (required with tls_client_auth=require).
+    tls_client_cert_file: str = ""
+    tls_client_key_file: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -83,6 +99,12 @@ class Settings:
             auth=_env("RECSYS_AUTH", "auto").lower(),
             reflection=_env("RECSYS_REFLECTION", "on").lower() not in ("off", "0", "false", "no"),
             service_token=os.environ.get("RECSYS_SERVICE_TOKEN", "").strip(),
+            tls_cert_file=_file("RECSYS_TLS_CERT_FILE"),
+            tls_key_file=_file("RECSYS_TLS_KEY_FILE"),
+            tls_ca_file=_file("RECSYS_TLS_CA_FILE"),
+            tls_client_auth=_env("RECSYS_TLS_CLIENT_AUTH", "off").lower(),
+            tls_client_cert_file=_file("RECSYS_TLS_CLIENT_CERT_FILE"),
+            tls_client_key_file=_file("RECSYS_TLS_CLIENT_KEY_FILE"),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:
@@ -113,4 +135,10 @@ class Settings:
             "RECSYS_AUTH": self.auth,
             "RECSYS_REFLECTION": "on" if self.reflection else "off",
             "RECSYS_SERVICE_TOKEN": self.service_token,
+            "RECSYS_TLS_CERT_FILE": self.tls_cert_file,
+            "RECSYS_TLS_KEY_FILE": self.tls_key_file,
+            "RECSYS_TLS_CA_FILE": self.tls_ca_file,
+            "RECSYS_TLS_CLIENT_AUTH": self.tls_client_auth,
+            "RECSYS_TLS_CLIENT_CERT_FILE": self.tls_client_cert_file,
+            "RECSYS_TLS_CLIENT_KEY_FILE": self.tls_client_key_file,
         }

@@ -8,7 +8,7 @@ import logging
 import grpc
 from redis.asyncio import Redis
 
-from core import metrics
+from core import metrics, tls
 from core.config import Settings
 from core.errors import InvalidArgument, NotFound
 from core.grpc_server import handles_errors, serve
@@ -138,6 +138,7 @@ def export_gauges(pool: GuardedPool, exposures: ExposureLog, breakers: Breakers,
 
 async def run(settings: Settings) -> None:
     authenticate = auth_on(settings, settings.orchestrator_addr)  # before loading: a wrong setting fails fast
+    server_tls = tls.server_tls(settings)
     if not settings.service_token:
         log.warning("RECSYS_SERVICE_TOKEN is not set: calls to retrieval and ranking carry no service token "
                     "(they refuse them unless their auth is off)")
@@ -149,10 +150,11 @@ async def run(settings: Settings) -> None:
     stats = Stats(redis)
     exposures = ExposureLog(pool, stats=stats)  # counts the rows PostgreSQL refuses (exposures_dropped)
     background = [asyncio.create_task(t) for t in (catalog.watch(), exposures.run(), stats.run())]
+    # both with the settings' TLS and service token
     retrieval_channel, retrieval_breaker = guarded_channel(
-        "retrieval", settings.retrieval_addr, CHANNEL_OPTIONS, settings.service_token)
+        "retrieval", settings.retrieval_addr, CHANNEL_OPTIONS, settings)
     ranking_channel, ranking_breaker = guarded_channel(
-        "ranking", settings.ranking_addr, CHANNEL_OPTIONS, settings.service_token)
+        "ranking", settings.ranking_addr, CHANNEL_OPTIONS, settings)
     breakers = Breakers(pool.breaker, redis_breaker(redis), retrieval_breaker, ranking_breaker)
     recommender = Recommender(
         settings, pool, redis, ipb_grpc.RetrievalStub(retrieval_channel), ipb_grpc.RankingStub(ranking_channel),
@@ -180,7 +182,7 @@ async def run(settings: Settings) -> None:
     # not ready while PostgreSQL cannot be reached at all (its breaker open): answers are cold starts
     await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close,
                 metrics_addr=settings.orchestrator_metrics_addr, extra_interceptors=interceptors,
-                reflect=settings.reflection, healthy=lambda: not breakers.postgres.is_open)
+                reflect=settings.reflection, tls=server_tls, healthy=lambda: not breakers.postgres.is_open)
 
 
 async def _find_key(pool: GuardedPool, key: str) -> ApiKey | None:

@@ -9,7 +9,7 @@ import asyncio
 
 import grpc
 
-from core import metrics
+from core import metrics, tls
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
 from core.service_auth import internal_interceptors
@@ -33,6 +33,7 @@ class RankingServicer(ipb_grpc.RankingServicer):
 
 async def run(settings: Settings) -> None:
     interceptors = internal_interceptors(settings, settings.ranking_addr)  # a wrong setting fails before loading
+    server_tls = tls.server_tls(settings)
     online = OnlineFeatures(settings)
     items = ItemFeatureCache(online, settings.database_url)
     learned = RankerSlot(artifacts_dir=settings.artifacts_dir)
@@ -51,7 +52,7 @@ async def run(settings: Settings) -> None:
 
     try:
         await serve(settings.ranking_addr, ["Ranking"], register, metrics_addr=settings.ranking_metrics_addr,
-                    extra_interceptors=interceptors, reflect=settings.reflection,
+                    extra_interceptors=interceptors, reflect=settings.reflection, tls=server_tls,
                     # ready with a learned ranker, or at least item features for the weighted scorer
                     healthy=lambda: learned.ranker is not None or bool(items.features))
     finally:

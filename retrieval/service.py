@@ -7,7 +7,7 @@ import logging
 
 import grpc
 
-from core import metrics
+from core import metrics, tls
 from core.candidates import Candidate
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
@@ -77,6 +77,7 @@ def to_candidate_list(found: list[Candidate]) -> ipb.CandidateList:
 
 async def run(settings: Settings) -> None:
     interceptors = internal_interceptors(settings, settings.retrieval_addr)  # a wrong setting fails before loading
+    server_tls = tls.server_tls(settings)
     retriever = Retriever(settings.artifacts_dir, settings.database_url, TrendingConfig.from_env())
     retriever.load()
     if retriever.live is not None:
@@ -93,7 +94,7 @@ async def run(settings: Settings) -> None:
 
     try:
         await serve(settings.retrieval_addr, ["Retrieval"], register, metrics_addr=settings.retrieval_metrics_addr,
-                    extra_interceptors=interceptors, reflect=settings.reflection,
+                    extra_interceptors=interceptors, reflect=settings.reflection, tls=server_tls,
                     healthy=lambda: retriever.served is not None)  # ready once a model version is loaded
     finally:
         for task in background:
