@@ -28,6 +28,12 @@ def _deployment(value: str) -> str:
     return value
 
 
+def _file(name: str) -> str:
+    """A file's path made absolute ("" when unset): services started from another directory find it too."""
+    value = os.environ.get(name, "").strip()
+    return str(Path(value).expanduser().absolute()) if value else ""
+
+
 @dataclass(frozen=True)
 class Settings:
     # Where the servers are. Empty means "start the embedded ones" (CLI only).
@@ -70,6 +76,16 @@ class Settings:
     # process, scaled and restarted apart); "colocated": the orchestrator's process runs their servicers
     # itself and calls them in process (core/in_process.py, recsys/colocated.py): no internal hops.
     deployment: str = "separate"
+    # TLS (docs/security.md, core/tls.py): PEM files; all empty = plaintext. A server serves TLS with its
+    # certificate chain and key; clients verify servers with tls_ca_file (empty: the system's roots).
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_ca_file: str = ""
+    # "require": servers accept only clients presenting a certificate signed by tls_ca_file (mutual TLS).
+    tls_client_auth: str = "off"
+    # The certificate and key this process presents as a client (required with tls_client_auth=require).
+    tls_client_cert_file: str = ""
+    tls_client_key_file: str = ""
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -97,6 +113,12 @@ class Settings:
             reflection=_env("RECSYS_REFLECTION", "on").lower() not in ("off", "0", "false", "no"),
             service_token=os.environ.get("RECSYS_SERVICE_TOKEN", "").strip(),
             deployment=_deployment(_env("RECSYS_DEPLOYMENT", "separate").lower()),
+            tls_cert_file=_file("RECSYS_TLS_CERT_FILE"),
+            tls_key_file=_file("RECSYS_TLS_KEY_FILE"),
+            tls_ca_file=_file("RECSYS_TLS_CA_FILE"),
+            tls_client_auth=_env("RECSYS_TLS_CLIENT_AUTH", "off").lower(),
+            tls_client_cert_file=_file("RECSYS_TLS_CLIENT_CERT_FILE"),
+            tls_client_key_file=_file("RECSYS_TLS_CLIENT_KEY_FILE"),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:
@@ -128,4 +150,10 @@ class Settings:
             "RECSYS_REFLECTION": "on" if self.reflection else "off",
             "RECSYS_SERVICE_TOKEN": self.service_token,
             "RECSYS_DEPLOYMENT": self.deployment,
+            "RECSYS_TLS_CERT_FILE": self.tls_cert_file,
+            "RECSYS_TLS_KEY_FILE": self.tls_key_file,
+            "RECSYS_TLS_CA_FILE": self.tls_ca_file,
+            "RECSYS_TLS_CLIENT_AUTH": self.tls_client_auth,
+            "RECSYS_TLS_CLIENT_CERT_FILE": self.tls_client_cert_file,
+            "RECSYS_TLS_CLIENT_KEY_FILE": self.tls_client_key_file,
         }

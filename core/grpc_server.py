@@ -32,6 +32,7 @@ from core import tracing
 from core.errors import RecsysError
 from core.log_limit import RateLimitedLog
 from core.metrics import RpcMetrics, serve_metrics
+from core.tls import ServerTls, listen
 from protos import internal_pb2, recsys_pb2
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ async def serve(
     metrics_addr: str = "",
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     reflect: bool = True,
+    tls: ServerTls | None = None,
 ) -> None:
     """Serve until SIGTERM/SIGINT. service_names are short names from protos/ ("Retrieval").
 
@@ -93,7 +95,8 @@ async def serve(
     NOT_SERVING, polled), for a service that cannot do its work (no model loaded, a server it needs
     away); "liveness" is SERVING while the process serves at all (a Kubernetes liveness probe: restart
     only a process that stopped answering, never one waiting on PostgreSQL). metrics_addr: where
-    http://.../metrics answers (core/metrics.py); empty = nowhere.
+    http://.../metrics answers (core/metrics.py); empty = nowhere. tls: core/tls.server_tls(settings);
+    None = plaintext.
     """
     drain = Drain()  # outermost: while draining, a call is refused before anything else runs
     # metrics see every call, refused ones too; authentication (extra) before the rest
@@ -109,8 +112,7 @@ async def serve(
         reflection.enable_server_reflection([*full_names, health.SERVICE_NAME, reflection.SERVICE_NAME], server,
                                             pool=_reflection_pool([*served, health_pb2.DESCRIPTOR,
                                                                    reflection_pb2.DESCRIPTOR]))
-    if server.add_insecure_port(addr) == 0:
-        raise RuntimeError(f"cannot listen on {addr}: address in use?")
+    listen(server, addr, tls)
     serve_metrics(metrics_addr)
     freeze_loaded_objects()
     names = [*full_names, ""]

@@ -9,7 +9,7 @@ import asyncio
 import logging
 import threading
 
-from core import metrics
+from core import metrics, tls
 from core.config import Settings
 from core.grpc_server import serve
 from core.service_auth import internal_interceptors
@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 async def run(settings: Settings) -> None:
     # The endpoint serves only health checks (open) today; a method added to it is guarded from the start.
     interceptors = internal_interceptors(settings, settings.worker_addr)
+    server_tls = tls.server_tls(settings)
     worker = await asyncio.to_thread(PushWorker, settings)
     metrics.gauge("recsys_worker_pending", "stream entries read and not yet acknowledged", [],
                   lambda: [([], float(worker.redis.xpending(STREAM, GROUP)["pending"]))])
@@ -38,4 +39,5 @@ async def run(settings: Settings) -> None:
         log.info("worker stopped after %d stream entries", worker.processed)
 
     await serve(settings.worker_addr, [], lambda server: None, on_shutdown=shutdown, healthy=lambda: worker.healthy,
-                metrics_addr=settings.worker_metrics_addr, extra_interceptors=interceptors, reflect=settings.reflection)
+                metrics_addr=settings.worker_metrics_addr, extra_interceptors=interceptors, reflect=settings.reflection,
+                tls=server_tls)

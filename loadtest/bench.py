@@ -33,6 +33,7 @@ from pathlib import Path
 
 import grpc
 
+from core import tls
 from core.config import ROOT, Settings
 from loadtest.stack import require_serving
 from protos import recsys_pb2 as pb
@@ -155,10 +156,11 @@ async def warm_cache(stub: pb_grpc.RecommenderStub, request: pb.RecommendRequest
     return False
 
 
-async def bench(addr: str, calls: int, concurrency: int, k: int) -> tuple[list[Row], dict[str, object]]:
+async def bench(addr: str, calls: int, concurrency: int, k: int,
+                settings: Settings | None = None) -> tuple[list[Row], dict[str, object]]:
     tag = uuid.uuid4().hex[:8]  # fresh surfaces per run, so a re-run misses too
     notes: dict[str, object] = {}
-    async with grpc.aio.insecure_channel(addr) as channel:
+    async with tls.aio_channel(addr, settings or Settings.from_env()) as channel:
         stub = pb_grpc.RecommenderStub(channel)
         await measure(stub, "warmup", miss_requests(f"{tag}w", k), WARMUP_CALLS, 1)
         hit = pb.RecommendRequest(user_id=HIT_USER, k=k, context=pb.Context(surface=f"bench-{tag}-hit"))
@@ -267,7 +269,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    require_serving(args.addr)
+    require_serving(args.addr, Settings.from_env())
     print(f"benchmarking Recommend at {args.addr}: {args.calls} calls per scenario, "
           f"{args.concurrency} in flight when concurrent ...", file=sys.stderr, flush=True)
     load_before = os.getloadavg()[0]  # other work on the machine skews the numbers: record it

@@ -40,6 +40,7 @@ from datetime import UTC, datetime
 import grpc
 import psycopg
 
+from core import tls
 from core.config import ROOT, Settings
 from feature_store.store import OnlineFeatures
 from loadtest.bench import machine, percentile
@@ -241,7 +242,7 @@ def table(rows: list[dict[str, object]]) -> str:
 
 
 async def chaos(settings: Settings, faults: list[str], fault_s: float, rate: float, log_rate: float) -> dict:
-    async with grpc.aio.insecure_channel(settings.orchestrator_addr) as channel:
+    async with tls.aio_channel(settings.orchestrator_addr, settings) as channel:
         load = Load(pb_grpc.RecommenderStub(channel), Phase("warm-up"), settings=settings,
                     online=OnlineFeatures(settings))
         loops = [asyncio.create_task(load.paced(rate, load.recommend)),
@@ -274,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--only: unknown fault {unknown[0]!r}; use some of {', '.join(FAULTS)}", file=sys.stderr)
         return 2
     settings = Settings.from_env()
-    require_serving(settings.orchestrator_addr)
+    require_serving(settings.orchestrator_addr, settings)
     if settings.database_url or settings.redis_url:
         print("make chaos stops the demo's embedded PostgreSQL and Redis: unset DATABASE_URL / REDIS_URL",
               file=sys.stderr)

@@ -19,8 +19,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
-
+from core import tls
 from core.config import ROOT, Settings
 from feature_store.store import OnlineFeatures
 from loadtest.stack import require_serving
@@ -52,14 +51,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, default=ROOT / "reports")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    require_serving(settings.orchestrator_addr)
+    require_serving(settings.orchestrator_addr, settings)
     if not settings.database_url or not settings.redis_url:  # `make demo`'s embedded servers: they run already
         settings = ensure_servers(settings)
     online = OnlineFeatures(settings)
     rng = random.Random(7)
     results: dict[str, list[float]] = {"recommend": [], "features": []}
     missed = {"recommend": 0, "features": 0}
-    with grpc.insecure_channel(settings.orchestrator_addr) as channel:
+    with tls.channel(settings.orchestrator_addr, settings) as channel:
         api = pb_grpc.RecommenderStub(channel)
         for n in range(args.events):
             user = str(rng.randint(1, 943))

@@ -8,7 +8,7 @@ The target is RECSYS_ORCHESTRATOR_ADDR (default 127.0.0.1:50051), or --host.
 
 This module runs inside the Locust process, which must never import feast (feast
 imported before locust recurses forever in one process): only grpc, the generated
-stubs and core.config are imported here.
+stubs, core.config and core.tls are imported here.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from locust import User, between, task
 from locust.env import Environment
 from locust.exception import LocustError
 
+from core import tls
 from core.config import Settings
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
@@ -79,7 +80,7 @@ class GrpcUser(User):
         super().__init__(environment)
         if not self.host or self.stub_class is None:
             raise LocustError("a GrpcUser needs host (host:port) and stub_class")
-        channel = grpc.insecure_channel(self.host)
+        channel = tls.channel(self.host, Settings.from_env())
         self.channel = grpc.intercept_channel(channel, LocustInterceptor(environment))
         self.stub = self.stub_class(self.channel)
 

@@ -15,6 +15,7 @@ import time
 
 import grpc
 
+from core import tls
 from core.config import Settings
 from loadtest.bench import percentile
 from protos import internal_pb2 as ipb
@@ -70,7 +71,7 @@ def main() -> None:
                                  for u, seen in contexts]))
     print(f"Retrieve over gRPC, {args.addr}, sync client, {args.calls} calls each, k={args.k}")
     print(f"{'scenario':<16} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'max ms':>8} {'errors':>7}")
-    with grpc.insecure_channel(args.addr) as channel:
+    with tls.channel(args.addr, Settings.from_env()) as channel:
         stub = ipb_grpc.RetrievalStub(channel)
         for name, requests in scenarios:
             lat, errors = measure(stub, requests)

@@ -8,10 +8,11 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
-import grpc
 import psycopg
 from tqdm import tqdm
 
+from core import tls
+from core.config import Settings
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from storage.precomputed import save_precomputed
@@ -30,10 +31,11 @@ def users_to_refresh(database_url: str, inactive_days: int | None) -> list[str]:
         return [r[0] for r in rows]
 
 
-async def _recommend_all(addr: str, users: list[str], k: int, surface: str, concurrency: int) -> list[tuple]:
+async def _recommend_all(addr: str, users: list[str], k: int, surface: str, concurrency: int,
+                         settings: Settings) -> list[tuple]:
     out: list[tuple] = []
     gate = asyncio.Semaphore(concurrency)
-    async with grpc.aio.insecure_channel(addr) as channel:
+    async with tls.aio_channel(addr, settings) as channel:
         stub = pb_grpc.RecommenderStub(channel)
 
         async def one(user_id: str) -> None:
@@ -52,13 +54,16 @@ async def _recommend_all(addr: str, users: list[str], k: int, surface: str, conc
 
 
 def precompute(database_url: str, addr: str, surface: str = "home", k: int = 50,
-               inactive_days: int | None = None, concurrency: int = 8, users: list[str] | None = None) -> int:
-    """Returns how many users got a stored answer. `users` (default: by inactivity) limits the run."""
+               inactive_days: int | None = None, concurrency: int = 8, users: list[str] | None = None,
+               settings: Settings | None = None) -> int:
+    """Returns how many users got a stored answer. `users` (default: by inactivity) limits the run;
+    `settings` give the channel's TLS (None: plaintext)."""
     users = users if users is not None else users_to_refresh(database_url, inactive_days)
     written = 0
     with psycopg.connect(database_url) as conn:
         for start in range(0, len(users), BATCH):
-            rows = asyncio.run(_recommend_all(addr, users[start : start + BATCH], k, surface, concurrency))
+            rows = asyncio.run(_recommend_all(addr, users[start : start + BATCH], k, surface, concurrency,
+                                              settings or Settings()))
             save_precomputed(conn, rows)
             conn.commit()
             written += len(rows)

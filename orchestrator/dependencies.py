@@ -23,8 +23,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from psycopg_pool import AsyncConnectionPool
 from redis.asyncio import Redis
 
-from core import tracing
+from core import tls, tracing
 from core.breaker import Breaker, summary
+from core.config import Settings
 from core.errors import Unavailable
 from storage.db import async_pool
 
@@ -104,10 +105,12 @@ class CredentialInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
 
 
 def guarded_channel(
-    name: str, addr: str, options: list[tuple[str, Any]], service_token: str = "",
+    name: str, addr: str, options: list[tuple[str, Any]], settings: Settings | None = None,
 ) -> tuple[grpc.aio.Channel, Breaker]:
-    """A channel to an internal service whose calls go through a breaker probed with its health check,
-    carrying the service token when one is given."""
+    """A channel to an internal service whose calls go through a breaker probed with its health check
+    (on the same channel: the probe sees what the calls see, TLS included), with the settings' TLS and
+    service token (None: plaintext, no token)."""
+    settings = settings or Settings()
     holder: list[grpc.aio.Channel] = []
 
     async def probe() -> None:
@@ -117,10 +120,10 @@ def guarded_channel(
 
     breaker = Breaker(name, probe, grpc_down)
     interceptors: list[grpc.aio.ClientInterceptor] = [BreakerInterceptor(breaker)]
-    if service_token:
-        interceptors.append(CredentialInterceptor(service_token))
+    if settings.service_token:  # still sent under mutual TLS: a certificate alone does not admit a caller
+        interceptors.append(CredentialInterceptor(settings.service_token))
     interceptors += tracing.client_interceptors()
-    channel = grpc.aio.insecure_channel(addr, options=options, interceptors=interceptors)
+    channel = tls.aio_channel(addr, settings, options=options, interceptors=interceptors)
     holder.append(channel)
     return channel, breaker
 

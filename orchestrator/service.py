@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 from redis.asyncio import Redis
 
-from core import metrics
+from core import metrics, tls
 from core.breaker import Breaker
 from core.config import Settings
 from core.errors import InvalidArgument, NotFound
@@ -161,9 +161,9 @@ def remote_downstream(settings: Settings) -> Downstream:
         log.warning("RECSYS_SERVICE_TOKEN is not set: calls to retrieval and ranking carry no service token "
                     "(they refuse them unless their auth is off)")
     retrieval_channel, retrieval_breaker = guarded_channel(
-        "retrieval", settings.retrieval_addr, CHANNEL_OPTIONS, settings.service_token)
+        "retrieval", settings.retrieval_addr, CHANNEL_OPTIONS, settings)  # the settings' TLS and service token
     ranking_channel, ranking_breaker = guarded_channel(
-        "ranking", settings.ranking_addr, CHANNEL_OPTIONS, settings.service_token)
+        "ranking", settings.ranking_addr, CHANNEL_OPTIONS, settings)
 
     async def close() -> None:
         await retrieval_channel.close()
@@ -176,6 +176,7 @@ def remote_downstream(settings: Settings) -> Downstream:
 async def run(settings: Settings, downstream: Downstream | None = None) -> None:
     """Serve the Recommender; `downstream` None: the separate retrieval and ranking services."""
     authenticate = auth_on(settings, settings.orchestrator_addr)  # before loading: a wrong setting fails fast
+    server_tls = tls.server_tls(settings)
     pool = await guarded_pool(settings.database_url, settings.db_checkout_timeout_s)
     redis = Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
     catalog = Catalog(pool)
@@ -212,7 +213,8 @@ async def run(settings: Settings, downstream: Downstream | None = None) -> None:
     # not ready while PostgreSQL cannot be reached at all (its breaker open): answers are cold starts
     await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close,
                 metrics_addr=settings.orchestrator_metrics_addr, extra_interceptors=interceptors,
-                reflect=settings.reflection, healthy=lambda: not breakers.postgres.is_open and down.healthy())
+                reflect=settings.reflection, tls=server_tls,
+                healthy=lambda: not breakers.postgres.is_open and down.healthy())
 
 
 async def _find_key(pool: GuardedPool, key: str) -> ApiKey | None:

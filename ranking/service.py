@@ -9,7 +9,7 @@ import asyncio
 
 import grpc
 
-from core import metrics
+from core import metrics, tls
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
 from core.in_process import Backend
@@ -53,6 +53,7 @@ async def load(settings: Settings) -> Backend:
 
 async def run(settings: Settings) -> None:
     interceptors = internal_interceptors(settings, settings.ranking_addr)  # a wrong setting fails before loading
+    server_tls = tls.server_tls(settings)
     backend = await load(settings)
 
     def register(server: grpc.aio.Server) -> None:
@@ -60,6 +61,7 @@ async def run(settings: Settings) -> None:
 
     try:
         await serve(settings.ranking_addr, ["Ranking"], register, metrics_addr=settings.ranking_metrics_addr,
-                    extra_interceptors=interceptors, reflect=settings.reflection, healthy=backend.healthy)
+                    extra_interceptors=interceptors, reflect=settings.reflection, tls=server_tls,
+                    healthy=backend.healthy)
     finally:
         backend.close()

@@ -33,6 +33,8 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(batch_app, name="batch")
 keys_app = typer.Typer(help="API keys of the public API (docs/security.md).", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+tls_app = typer.Typer(help="TLS certificates (docs/security.md).", no_args_is_help=True)
+app.add_typer(tls_app, name="tls")
 
 
 def _settings(start_servers: bool = True) -> Settings:
@@ -215,7 +217,7 @@ def batch_precompute(
     from orchestrator.batch import precompute
 
     settings = _settings()
-    n = precompute(settings.database_url, settings.orchestrator_addr, surface, k, inactive_days)
+    n = precompute(settings.database_url, settings.orchestrator_addr, surface, k, inactive_days, settings=settings)
     _say(f"precomputed {n} users for surface {surface!r} (and warmed their cache entries)")
 
 
@@ -331,8 +333,10 @@ def serve(
     service: Annotated[str, typer.Argument(help="retrieval, ranking, orchestrator, worker, or all")],
 ) -> None:
     """Run a service in the foreground, or `all` four as background processes."""
+    from core.tls import server_tls
     from recsys import processes
 
+    server_tls(Settings.from_env())  # TLS settings that cannot work: one line, before anything starts
     settings = _settings()
     if service == "all":
         processes.start_all(settings)
@@ -394,7 +398,7 @@ The stack is running:
   PostgreSQL                {settings.database_url}
   Redis                     {settings.redis_url}
   logs                      {settings.var_dir / 'log'}
-Try: grpcurl -plaintext {settings.orchestrator_addr} list   (server reflection is on)
+Try: grpcurl {_grpcurl_tls(settings)} {settings.orchestrator_addr} list   (server reflection is on)
 API keys: {"required (`recsys keys create`, docs/security.md)" if _public_auth(settings) else "off (loopback)"}
 Stop everything with: make stop   (or `.venv/bin/recsys stop`)""")
 
@@ -417,7 +421,7 @@ def recommend(
 
     settings = Settings.from_env()
     try:
-        response = call(settings.orchestrator_addr, user_id, k, surface, debug)
+        response = call(settings, user_id, k, surface, debug)
     except grpc.RpcError as exc:  # the server's answer in one line: a user's mistake is not a traceback
         hint = " (is the stack running? `make demo` or `recsys serve all`)" \
             if exc.code() == grpc.StatusCode.UNAVAILABLE else ""
@@ -455,9 +459,18 @@ def demo(
     processes.start_all(settings)
     _demo_key(settings)
     for user_id in users or ["1", "42", "196", "new-user-without-history"]:
-        print_recommendations(user_id, call(settings.orchestrator_addr, user_id, 5, "home", False))
+        print_recommendations(user_id, call(settings, user_id, 5, "home", False))
     _say(f"demo ready in {time.monotonic() - started:.0f} s")
     _print_reach(settings)
+
+
+def _grpcurl_tls(settings: Settings) -> str:
+    if not settings.tls_cert_file:
+        return "-plaintext"
+    flags = f"-cacert {settings.tls_ca_file}" if settings.tls_ca_file else ""
+    if settings.tls_client_auth == "require":
+        flags += f" -cert {settings.tls_client_cert_file} -key {settings.tls_client_key_file}"
+    return flags.strip()
 
 
 def _public_auth(settings: Settings) -> bool:
@@ -482,8 +495,42 @@ def _demo_key(settings: Settings) -> None:
     _say(f"auth is on: the demo calls with a new read key (id {record.id}, shown once): {key}")
 
 
+# ---------------------------------------------------------------------------- tls
+
+
+@tls_app.command("init")
+def tls_init(
+    out: Annotated[Path | None, typer.Option("--dir", help="Where the PEM files go (default: var/tls)")] = None,
+    hosts: Annotated[list[str] | None, typer.Option(
+        "--host", help="Another host name or IP address the services are reached at, besides localhost and "
+                       "127.0.0.1 (repeatable)")] = None,
+    days: Annotated[int, typer.Option(help="Validity of the certificates")] = 825,
+    force: Annotated[bool, typer.Option(help="Replace the files already there")] = False,
+) -> None:
+    """A development CA, one server certificate for the stack and a client certificate (for mutual TLS);
+    prints the settings that use them."""
+    from core.dev_certs import DEFAULT_HOSTS, make_dev_certs
+
+    names = [*DEFAULT_HOSTS, *(hosts or [])]
+    try:
+        certs = make_dev_certs((out or Settings.from_env().var_dir / "tls").absolute(), names, days, overwrite=force)
+    except (ValueError, FileExistsError) as exc:
+        raise _fail(str(exc)) from None
+    _say(f"a development CA and certificates for {', '.join(dict.fromkeys(names))} in {certs.dir} "
+         "(the CA's key is not kept); to use them:")
+    for name, value in certs.env().items():
+        typer.echo(f"export {name}={value}")
+    _say("RECSYS_TLS_CLIENT_AUTH=require also asks every client for a certificate signed by this CA (mutual TLS)")
+
+
 def main() -> None:
-    app()
+    from core.tls import TlsConfigError
+
+    try:
+        app()
+    except TlsConfigError as exc:  # a TLS setting that cannot work: the setting and the file, in one line
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

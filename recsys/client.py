@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 
-import grpc
 import typer
 
+from core import tls
+from core.config import Settings
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 
@@ -18,9 +19,10 @@ def credentials() -> list[tuple[str, str]]:
 
 
 def recommend(
-    addr: str, user_id: str, k: int, surface: str, debug: bool, timeout_s: float = 5.0
+    settings: Settings, user_id: str, k: int, surface: str, debug: bool, timeout_s: float = 5.0
 ) -> pb.RecommendResponse:
-    with grpc.insecure_channel(addr) as channel:
+    """One Recommend call to settings.orchestrator_addr, over TLS when the settings configure it."""
+    with tls.channel(settings.orchestrator_addr, settings) as channel:
         return pb_grpc.RecommenderStub(channel).Recommend(
             pb.RecommendRequest(user_id=user_id, k=k, context=pb.Context(surface=surface), debug=debug),
             timeout=timeout_s, metadata=credentials(),

@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from core import tls
 from core.config import ROOT, Settings
 from core.grpc_server import LIVENESS
 from core.service_auth import with_service_token
@@ -45,10 +46,11 @@ def log_file(settings: Settings, name: str) -> Path:
     return settings.var_dir / "log" / f"{name}.log"
 
 
-def is_serving(addr: str, timeout_s: float = 1.0, service: str = "") -> bool:
-    """The health check of `service` ("" = readiness, LIVENESS = the process answers) says SERVING."""
+def is_serving(addr: str, timeout_s: float = 1.0, service: str = "", settings: Settings | None = None) -> bool:
+    """The health check of `service` ("" = readiness, LIVENESS = the process answers) says SERVING;
+    over TLS when the settings configure it (None: plaintext)."""
     try:
-        with grpc.insecure_channel(addr) as channel:
+        with tls.channel(addr, settings or Settings()) as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service),
                                                                timeout=timeout_s)
         return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -58,6 +60,7 @@ def is_serving(addr: str, timeout_s: float = 1.0, service: str = "") -> bool:
 
 def start(settings: Settings, name: str, timeout_s: float = 120.0) -> subprocess.Popen:
     """Start one service in the background and wait until its health check says SERVING."""
+    tls.server_tls(settings)  # TLS settings that cannot work: TlsConfigError here, not a service that never answers
     for d in ("run", "log"):
         (settings.var_dir / d).mkdir(parents=True, exist_ok=True)
     log = open(log_file(settings, name), "ab")  # noqa: SIM115 - handed to the child
@@ -72,7 +75,7 @@ def start(settings: Settings, name: str, timeout_s: float = 120.0) -> subprocess
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_file(settings, name)}")
-        if is_serving(address(settings, name), 0.5, LIVENESS):
+        if is_serving(address(settings, name), 0.5, LIVENESS, settings):
             _report_readiness(settings, name, deadline)
             return proc
         time.sleep(0.2)
@@ -83,7 +86,7 @@ def start(settings: Settings, name: str, timeout_s: float = 120.0) -> subprocess
 def _report_readiness(settings: Settings, name: str, deadline: float, wait_s: float = 5.0) -> None:
     """A started service that is not ready (no model loaded, a server it needs away) says so."""
     until = min(deadline, time.monotonic() + wait_s)
-    while not is_serving(address(settings, name), 0.5):
+    while not is_serving(address(settings, name), 0.5, settings=settings):
         if time.monotonic() >= until:
             print(f"warning: {name} is running but not ready (no model loaded? run `recsys train`); "
                   f"see {log_file(settings, name)}", file=sys.stderr)

@@ -120,9 +120,9 @@ def status(settings: Settings, window_s: float = 1.0) -> str:
     rows = []
     for name in processes.services(settings):  # co-located: retrieval and ranking are the orchestrator's
         grpc_addr = processes.address(settings, name)
-        if processes.is_serving(grpc_addr, 1.0):
+        if processes.is_serving(grpc_addr, 1.0, settings=settings):
             ready = "ready"
-        elif processes.is_serving(grpc_addr, 1.0, LIVENESS):
+        elif processes.is_serving(grpc_addr, 1.0, LIVENESS, settings):
             ready = "NOT READY"
         else:
             ready = "down"

@@ -7,7 +7,7 @@ import logging
 
 import grpc
 
-from core import metrics
+from core import metrics, tls
 from core.candidates import Candidate
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
@@ -98,6 +98,7 @@ async def load(settings: Settings, export_metrics: bool = True) -> Backend:
 
 async def run(settings: Settings) -> None:
     interceptors = internal_interceptors(settings, settings.retrieval_addr)  # a wrong setting fails before loading
+    server_tls = tls.server_tls(settings)
     backend = await load(settings)
 
     def register(server: grpc.aio.Server) -> None:
@@ -105,6 +106,7 @@ async def run(settings: Settings) -> None:
 
     try:
         await serve(settings.retrieval_addr, ["Retrieval"], register, metrics_addr=settings.retrieval_metrics_addr,
-                    extra_interceptors=interceptors, reflect=settings.reflection, healthy=backend.healthy)
+                    extra_interceptors=interceptors, reflect=settings.reflection, tls=server_tls,
+                    healthy=backend.healthy)
     finally:
         backend.close()

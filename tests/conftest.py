@@ -17,11 +17,11 @@ from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
-import grpc
 import psycopg
 import pytest
 import redis
 
+from core import tls
 from core.config import ROOT, Settings
 from protos import recsys_pb2_grpc as pb_grpc
 from recsys import processes
@@ -162,5 +162,5 @@ def _running_stack(database_url: str, redis_url: str, tmp_path_factory: pytest.T
 
 @pytest.fixture(scope="session")
 def api(stack: Settings) -> Iterator[pb_grpc.RecommenderStub]:
-    with grpc.insecure_channel(stack.orchestrator_addr) as channel:
+    with tls.channel(stack.orchestrator_addr, stack) as channel:  # TLS when the stack's settings have it
         yield pb_grpc.RecommenderStub(channel)
