@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
+N = TypeVar("N", int, float)
 
 
 def _env(name: str, default: str) -> str:
@@ -32,6 +34,15 @@ def _file(name: str) -> str:
     """A file's path made absolute ("" when unset): services started from another directory find it too."""
     value = os.environ.get(name, "").strip()
     return str(Path(value).expanduser().absolute()) if value else ""
+
+
+def _number(name: str, default: str, kind: type[N]) -> N:
+    """A numeric variable; a value that is not one names the variable (a bare ValueError does not)."""
+    value = _env(name, default)
+    try:
+        return kind(value)
+    except ValueError:
+        raise ValueError(f"{name}={value!r}: must be {'an integer' if kind is int else 'a number'}") from None
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,15 @@ class Settings:
     # The certificate and key this process presents as a client (required with tls_client_auth=require).
     tls_client_cert_file: str = ""
     tls_client_key_file: str = ""
+    # Rate limits per API key (docs/security.md), by the key's scope, for keys whose own limit is unset:
+    # calls per second and burst (calls at once), and interactions per second in LogInteractions; 0 = unlimited.
+    rate_read_per_s: float = 200.0
+    rate_read_burst: int = 400
+    rate_write_per_s: float = 100.0
+    rate_write_burst: int = 200
+    rate_admin_per_s: float = 100.0
+    rate_admin_burst: int = 200
+    rate_interactions_per_s: float = 2000.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -119,6 +139,13 @@ class Settings:
             tls_client_auth=_env("RECSYS_TLS_CLIENT_AUTH", "off").lower(),
             tls_client_cert_file=_file("RECSYS_TLS_CLIENT_CERT_FILE"),
             tls_client_key_file=_file("RECSYS_TLS_CLIENT_KEY_FILE"),
+            rate_read_per_s=_number("RECSYS_RATE_READ_PER_S", "200", float),
+            rate_read_burst=_number("RECSYS_RATE_READ_BURST", "400", int),
+            rate_write_per_s=_number("RECSYS_RATE_WRITE_PER_S", "100", float),
+            rate_write_burst=_number("RECSYS_RATE_WRITE_BURST", "200", int),
+            rate_admin_per_s=_number("RECSYS_RATE_ADMIN_PER_S", "100", float),
+            rate_admin_burst=_number("RECSYS_RATE_ADMIN_BURST", "200", int),
+            rate_interactions_per_s=_number("RECSYS_RATE_INTERACTIONS_PER_S", "2000", float),
         )
 
     def with_urls(self, database_url: str, redis_url: str) -> Settings:
@@ -156,4 +183,11 @@ class Settings:
             "RECSYS_TLS_CLIENT_AUTH": self.tls_client_auth,
             "RECSYS_TLS_CLIENT_CERT_FILE": self.tls_client_cert_file,
             "RECSYS_TLS_CLIENT_KEY_FILE": self.tls_client_key_file,
+            "RECSYS_RATE_READ_PER_S": str(self.rate_read_per_s),
+            "RECSYS_RATE_READ_BURST": str(self.rate_read_burst),
+            "RECSYS_RATE_WRITE_PER_S": str(self.rate_write_per_s),
+            "RECSYS_RATE_WRITE_BURST": str(self.rate_write_burst),
+            "RECSYS_RATE_ADMIN_PER_S": str(self.rate_admin_per_s),
+            "RECSYS_RATE_ADMIN_BURST": str(self.rate_admin_burst),
+            "RECSYS_RATE_INTERACTIONS_PER_S": str(self.rate_interactions_per_s),
         }

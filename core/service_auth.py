@@ -73,12 +73,14 @@ def bearer(metadata: Sequence[tuple[str, Any]] | None) -> str | None:
     return None
 
 
-Check = Callable[[str, grpc.aio.ServicerContext], Awaitable[None]]
+# check(method, request, context); the request as the server's deserializer gave it (RejectMalformed's
+# marker for bytes that did not parse), for a check that weighs the call by what it asks (rate limits)
+Check = Callable[[str, Any, grpc.aio.ServicerContext], Awaitable[None]]
 
 
 class CheckingInterceptor(grpc.aio.ServerInterceptor):
-    """Runs `check(method, context)` before each unary call of the methods `guards(method)` selects; the
-    check aborts the call to refuse it. Handlers are wrapped once per method (cached), so the check is
+    """Runs `check(method, request, context)` before each unary call of the methods `guards(method)` selects;
+    the check aborts the call to refuse it. Handlers are wrapped once per method (cached), so the check is
     the only per-call cost; it runs inside the call, after the drain interceptor refused what it must."""
 
     def __init__(self, check: Check, guards: Callable[[str], bool]) -> None:
@@ -105,7 +107,7 @@ class CheckingInterceptor(grpc.aio.ServerInterceptor):
 
 def _checked(behaviour: Callable[..., Any], method: str, check: Check) -> Callable[..., Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        await check(method, context)
+        await check(method, request, context)
         result = behaviour(request, context)
         return await result if inspect.isawaitable(result) else result
 
@@ -123,7 +125,7 @@ def guarded(method: str) -> bool:
 def service_token_interceptor(token: str) -> CheckingInterceptor:
     expected = token.encode()
 
-    async def check(method: str, context: grpc.aio.ServicerContext) -> None:
+    async def check(method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
         given = bearer(context.invocation_metadata())
         if given is None:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,

@@ -43,7 +43,8 @@ from recsys.client import credentials
 N_USERS = 943  # MovieLens-100K
 HIT_USER = "1"
 TIMEOUT_S = 5.0
-KEY = credentials()  # RECSYS_API_KEY as call metadata, for a stack with API keys on (docs/security.md)
+KEY = credentials()  # RECSYS_API_KEY as call metadata, for a stack with API keys on (docs/security.md);
+# give that key no rate limit (`recsys keys limit ID --rate 0`) or the benchmark measures the limit
 WARMUP_CALLS = 20  # connection setup and first-call costs stay out of the numbers
 
 RequestFor = Callable[[int], pb.RecommendRequest]

@@ -54,7 +54,7 @@ DEADLINE_S = 0.3
 N_USERS, N_ITEMS = 943, 1682  # MovieLens-100K
 FAULTS = ("postgres", "redis-empty", "ranking", "retrieval", "worker", "ranking-frozen")
 BACK_TIMEOUT_S = 30.0  # waiting for a full answer after recovery
-KEY = credentials()  # RECSYS_API_KEY (a write key) when the stack has API keys on
+KEY = credentials()  # RECSYS_API_KEY (a write key) when the stack has API keys on; unlimited: `keys limit ID --rate 0`
 
 
 @dataclass

@@ -8,6 +8,9 @@ Keys are looked up in PostgreSQL and remembered for TTL_S: a revoked key stops w
 second, and a busy client costs PostgreSQL one lookup per second per replica, not one per call. While
 PostgreSQL is down, keys already remembered keep working (their entry is kept until it answers again);
 a key not seen before gets UNAVAILABLE (retry), since it can be neither accepted nor refused.
+
+A key that may make the call is then held to its rate limits (orchestrator/rate_limits.py): its limits
+come with its record, so a change reaches every replica within TTL_S too.
 """
 
 from __future__ import annotations
@@ -17,11 +20,13 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import grpc
 
 from core.log_limit import RateLimitedLog
 from core.service_auth import CheckingInterceptor, bearer
+from orchestrator.rate_limits import RateLimiter
 from protos import recsys_pb2
 from storage.api_keys import SCOPES, ApiKey
 
@@ -86,11 +91,12 @@ class KeyCache:
             task.exception()  # retrieved: no "never retrieved" warning when every caller gave up
 
 
-def api_key_interceptor(lookup: Lookup) -> CheckingInterceptor:
-    """The Recommender's API-key check; `lookup` finds a key's record in PostgreSQL."""
+def api_key_interceptor(lookup: Lookup, limiter: RateLimiter | None = None) -> CheckingInterceptor:
+    """The Recommender's API-key check; `lookup` finds a key's record in PostgreSQL; `limiter`, when given,
+    refuses a call over the key's rate limits."""
     cache = KeyCache(lookup)
 
-    async def check(method: str, context: grpc.aio.ServicerContext) -> None:
+    async def check(method: str, request: Any, context: grpc.aio.ServicerContext) -> None:
         key = bearer(context.invocation_metadata())
         if not key:
             await context.abort(grpc.StatusCode.UNAUTHENTICATED,
@@ -114,5 +120,7 @@ def api_key_interceptor(lookup: Lookup) -> CheckingInterceptor:
             await context.abort(grpc.StatusCode.PERMISSION_DENIED,
                                 f"API key {found.id} has scope {found.scope!r}; {name} needs {needed!r}: "
                                 f"use a key created with `recsys keys create --scope {needed}`")
+        if limiter is not None:
+            await limiter.enforce(found, request, context)
 
     return CheckingInterceptor(check, lambda method: method.startswith(SERVICE))

@@ -24,6 +24,7 @@ from orchestrator.convert import item_from_pb, item_to_pb, user_from_pb, user_to
 from orchestrator.dependencies import Breakers, GuardedPool, guarded_channel, guarded_pool, redis_breaker
 from orchestrator.exposures import ExposureLog
 from orchestrator.interactions import log_interactions
+from orchestrator.rate_limits import RateLimiter, redis_client, scope_defaults
 from orchestrator.recommend import Recommender
 from orchestrator.stats import Stats
 from orchestrator.validation import check_batch, check_id
@@ -177,6 +178,7 @@ async def run(settings: Settings, downstream: Downstream | None = None) -> None:
     """Serve the Recommender; `downstream` None: the separate retrieval and ranking services."""
     authenticate = auth_on(settings, settings.orchestrator_addr)  # before loading: a wrong setting fails fast
     server_tls = tls.server_tls(settings)
+    rate_defaults = scope_defaults(settings)
     pool = await guarded_pool(settings.database_url, settings.db_checkout_timeout_s)
     redis = Redis.from_url(settings.redis_url, socket_timeout=0.25, socket_connect_timeout=0.25)
     catalog = Catalog(pool)
@@ -193,6 +195,8 @@ async def run(settings: Settings, downstream: Downstream | None = None) -> None:
     )
     background.append(asyncio.create_task(recommender.versions.watch()))
     export_gauges(pool, exposures, breakers, recommender)
+    # rate limits only with API keys (no key, no limit); the limiter's own client: a tighter timeout
+    limiter = RateLimiter(redis_client(settings.redis_url), rate_defaults, breakers.redis) if authenticate else None
 
     def register(server: grpc.aio.Server) -> None:
         pb_grpc.add_RecommenderServicer_to_server(RecommenderServicer(recommender), server)
@@ -207,9 +211,11 @@ async def run(settings: Settings, downstream: Downstream | None = None) -> None:
         if down.close is not None:
             await down.close()
         await redis.aclose()
+        if limiter is not None:
+            await limiter.aclose()
         await pool.close()
 
-    interceptors = [api_key_interceptor(lambda key: _find_key(pool, key))] if authenticate else []
+    interceptors = [api_key_interceptor(lambda key: _find_key(pool, key), limiter)] if authenticate else []
     # not ready while PostgreSQL cannot be reached at all (its breaker open): answers are cold starts
     await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close,
                 metrics_addr=settings.orchestrator_metrics_addr, extra_interceptors=interceptors,

@@ -22,6 +22,9 @@ from core.config import Settings
 if TYPE_CHECKING:
     import psycopg
 
+    from orchestrator.rate_limits import Limits
+    from storage.api_keys import ApiKey
+
 app = typer.Typer(help="A gRPC recommendation serving system.", no_args_is_help=True, add_completion=False)
 data_app = typer.Typer(help="Fetch datasets and load them into PostgreSQL.", no_args_is_help=True)
 features_app = typer.Typer(help="The Feast feature store: register definitions, materialize.", no_args_is_help=True)
@@ -272,30 +275,130 @@ def _keys_db() -> psycopg.Connection:
         raise _fail(f"cannot reach PostgreSQL: {first}") from None
 
 
+_LIMIT_FLAGS = {"rate_per_s": "--rate", "burst": "--burst", "interactions_per_s": "--interactions-rate"}
+RateOption = Annotated[str | None, typer.Option(
+    "--rate", help="Calls per second (0 = unlimited; `default` = the scope's, RECSYS_RATE_<SCOPE>_PER_S)")]
+BurstOption = Annotated[str | None, typer.Option(
+    "--burst", help="Calls at once, on top of the rate (`default` = the scope's, RECSYS_RATE_<SCOPE>_BURST)")]
+InteractionsOption = Annotated[str | None, typer.Option(
+    "--interactions-rate", help="LogInteractions entries per second (0 = unlimited; `default` = "
+                                "RECSYS_RATE_INTERACTIONS_PER_S)")]
+
+
+def _limit_options(rate: str | None, burst: str | None, interactions: str | None) -> dict[str, float | None]:
+    """The limits given on the command line: column -> value (None: back to the scope's default)."""
+    from storage.api_keys import LIMIT_MAX, LIMIT_MIN
+
+    limits: dict[str, float | None] = {}
+    for column, text in (("rate_per_s", rate), ("burst", burst), ("interactions_per_s", interactions)):
+        if text is None:
+            continue
+        flag, low = _LIMIT_FLAGS[column], LIMIT_MIN[column]
+        if text.strip().lower() == "default":
+            limits[column] = None
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if column == "burst" and value == value and value != int(value):
+            raise _fail(f"{flag} {text!r}: a whole number of calls, or default")
+        if not low <= value <= LIMIT_MAX:  # NaN too
+            raise _fail(f"{flag} {text!r}: a number from {low} to {LIMIT_MAX}{' (0 = unlimited)' if low == 0 else ''}"
+                        ", or default")
+        limits[column] = int(value) if column == "burst" else value
+    return limits
+
+
+def _rate_defaults() -> dict[str, Limits]:
+    from orchestrator.rate_limits import scope_defaults
+
+    try:
+        return scope_defaults(Settings.from_env())
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+
+
+def _limit_cells(key: ApiKey, defaults: dict[str, Limits]) -> tuple[str, str, str]:
+    """A key's limits as `keys list` shows them: its own, or its scope's default marked with *."""
+    from orchestrator.rate_limits import limits_for
+
+    effective = limits_for(key, defaults)
+
+    def cell(column: str, unlimited_at_zero: bool = True) -> str:
+        value = getattr(effective, column)
+        text = "unlimited" if unlimited_at_zero and value == 0 else f"{value:g}"
+        return text + ("*" if getattr(key, column) is None else "")
+
+    interactions = cell("interactions_per_s") if key.scope != "read" else "n/a"  # read keys cannot log them
+    return cell("rate_per_s"), cell("burst", unlimited_at_zero=False), interactions
+
+
+def _say_limits(key: ApiKey, defaults: dict[str, Limits]) -> None:
+    rate, burst, interactions = _limit_cells(key, defaults)
+    parts = [f"requests {rate}" if rate.startswith("unlimited") else f"{rate} requests/s (burst {burst})"]
+    if interactions != "n/a":
+        parts.append(f"interactions {interactions}" if interactions.startswith("unlimited")
+                     else f"{interactions} interactions/s")
+    marked = any("*" in part for part in parts)
+    _say(f"limits: {', '.join(parts)}" + (" (* the scope's default, RECSYS_RATE_...)" if marked else ""))
+
+
 @keys_app.command("create")
 def keys_create(
     scope: Annotated[str, typer.Option(help="read (recommendations, users, items), write (and interactions, "
                                             "upserts) or admin (everything)")],
     name: Annotated[str, typer.Option(help="What the key is for (shown by `keys list`)")] = "",
+    rate: RateOption = None,
+    burst: BurstOption = None,
+    interactions_rate: InteractionsOption = None,
 ) -> None:
-    """Create an API key and print it, once: only its hash is stored."""
+    """Create an API key and print it, once: only its hash is stored. Limits not given: the scope's defaults."""
     from storage.api_keys import SCOPES, create_key
 
     if scope not in SCOPES:
         raise _fail(f"--scope {scope!r}: use one of {', '.join(SCOPES)}")
     if len(name) > 200:
         raise _fail("--name: at most 200 characters")
+    limits = _limit_options(rate, burst, interactions_rate)
+    defaults = _rate_defaults()
     with _keys_db() as conn:
-        record, key = create_key(conn, scope, name)
+        record, key = create_key(conn, scope, name, limits)
     _say(f"API key {record.id} ({scope}{', ' + name if name else ''}); it is shown only now, keep it:")
     typer.echo(key)
+    _say_limits(record, defaults)
+
+
+@keys_app.command("limit")
+def keys_limit(
+    key_id: Annotated[str, typer.Argument(metavar="ID", help="The key's id (`recsys keys list`)")],
+    rate: RateOption = None,
+    burst: BurstOption = None,
+    interactions_rate: InteractionsOption = None,
+) -> None:
+    """Change an API key's rate limits (those not given stay); the orchestrators apply it within a second."""
+    from storage.api_keys import set_limits
+
+    if not key_id.isdigit():
+        raise _fail(f"ID {key_id!r}: a key's number, as `recsys keys list` shows it")
+    limits = _limit_options(rate, burst, interactions_rate)
+    if not limits:
+        raise _fail("nothing to change: give --rate, --burst or --interactions-rate (a number, or default)")
+    defaults = _rate_defaults()
+    with _keys_db() as conn:
+        record = set_limits(conn, int(key_id), limits)
+    if record is None:
+        raise _fail(f"no API key {key_id} (see `recsys keys list`)")
+    _say(f"API key {record.id} ({record.scope}{', ' + record.name if record.name else ''}) changed")
+    _say_limits(record, defaults)
 
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """The API keys: id, name, scope, created, last used, revoked (never the keys themselves)."""
+    """The API keys: id, name, scope, rate limits, created, last used, revoked (never the keys themselves)."""
     from storage.api_keys import list_keys
 
+    defaults = _rate_defaults()
     with _keys_db() as conn:
         keys = list_keys(conn)
     if not keys:
@@ -305,10 +408,17 @@ def keys_list() -> None:
     def when(t: datetime | None) -> str:
         return t.strftime("%Y-%m-%d %H:%M:%S") if t else "-"
 
-    typer.echo(f"{'id':>5}  {'name':<24} {'scope':<6} {'created':<19}  {'last used':<19}  revoked")
+    typer.echo(f"{'id':>5}  {'name':<24} {'scope':<6} {'rate/s':>10} {'burst':>8} {'inter/s':>10}  "
+               f"{'created':<19}  {'last used':<19}  revoked")
+    marked = False
     for k in keys:
-        typer.echo(f"{k.id:>5}  {k.name[:24]:<24} {k.scope:<6} {when(k.created_at):<19}  "
-                   f"{when(k.last_used_at):<19}  {when(k.revoked_at)}")
+        rate, burst, interactions = _limit_cells(k, defaults)
+        marked = marked or "*" in rate + burst + interactions
+        typer.echo(f"{k.id:>5}  {k.name[:24]:<24} {k.scope:<6} {rate:>10} {burst:>8} {interactions:>10}  "
+                   f"{when(k.created_at):<19}  {when(k.last_used_at):<19}  {when(k.revoked_at)}")
+    if marked:
+        _say("* the scope's default (RECSYS_RATE_... as this environment sets them; each orchestrator reads its "
+             "own); change a key's with `recsys keys limit ID`")
 
 
 @keys_app.command("revoke")
