@@ -25,16 +25,11 @@ Method = Callable[[Any, Any], Awaitable[Any]]
 
 
 class LocalContext:
-    """The part of grpc.aio.ServicerContext the servicers use: abort() raises what a client would see."""
+    """The part of grpc.aio.ServicerContext the servicers use (handles_errors aborts): abort() raises what a
+    client would see."""
 
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
-
-    def invocation_metadata(self) -> tuple:
-        return ()
-
-    def code(self) -> None:
-        return None
 
 
 _CONTEXT = LocalContext()
