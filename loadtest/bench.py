@@ -1,18 +1,28 @@
-"""`make bench`: Recommend latency and throughput against the running stack.
+"""`make bench`: what a Recommend costs, as a ratio to the cheapest gRPC call this machine serves.
 
-    .venv/bin/python -m loadtest.bench [--calls 2000] [--concurrency 8] [--addr HOST:PORT]
+    .venv/bin/python -m loadtest.bench [--calls 1000] [--in-flight 1,8,32]
+                                       [--deployments separate,colocated] [--addr HOST:PORT]
 
-Four scenarios from one grpc.aio client process:
+Needs the data and a trained model (`make demo` or `recsys train`). It starts, in turn:
 
-- miss, sequential: one call at a time (latency, not throughput); every call uses a
-  surface never seen before, and the cache key is user+surface+variant+k+filters,
-  so every call runs the whole pipeline (retrieval, ranking, filters).
-- hit, sequential: one user+surface answered once to fill the cache, then repeated.
-- miss / hit with --concurrency calls in flight: throughput (req/s).
+- an empty-call server (loadtest/empty_server.py: a Recommend that answers 100 ids and does
+  nothing else), the yardstick;
+- a stack of each deployment (separate services; co-located: retrieval and ranking in the
+  orchestrator's process) on ports of its own, against the demo's PostgreSQL, Redis and model;
 
-Prints a table and writes it with the machine's description to
-reports/bench-latest.json and reports/bench-latest.md. Each call also writes an
-exposure row (and a miss a cache entry, expiring with the cache TTL), as real traffic does.
+and drives each with one grpc.aio client process at 1, 8 and 32 calls in flight:
+
+- miss: a random user and a never-seen surface per call (the cache key is
+  user+surface+variant+k+filters), so every call runs the whole pipeline;
+- hit: one user+surface answered once to fill the cache, then repeated.
+
+For each row: req/s, p50, p99, the servers' CPU per call (the stack's processes, PostgreSQL and
+Redis, from /proc: loadtest/cpu.py), the client's, and req/s as a ratio to the empty call at 8 in
+flight. Prints the table; writes it with the machine's description and load to
+reports/bench-latest.{json,md} and between the markers in docs/benchmarks.md. With --addr it
+measures that running Recommender instead of starting stacks (its servers' CPU is then unknown).
+Each call writes an exposure row (and a miss a cache entry, expiring with the cache TTL), as real
+traffic does.
 """
 
 from __future__ import annotations
@@ -23,11 +33,13 @@ import json
 import os
 import platform
 import random
+import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -35,6 +47,7 @@ import grpc
 
 from core import tls
 from core.config import ROOT, Settings
+from loadtest.cpu import CpuMeter
 from loadtest.stack import require_serving
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
@@ -46,6 +59,9 @@ TIMEOUT_S = 5.0
 KEY = credentials()  # RECSYS_API_KEY as call metadata, for a stack with API keys on (docs/security.md);
 # give that key no rate limit (`recsys keys limit ID --rate 0`) or the benchmark measures the limit
 WARMUP_CALLS = 20  # connection setup and first-call costs stay out of the numbers
+REFERENCE_IN_FLIGHT = 8  # the ratio's denominator: the empty call's req/s at this many in flight
+MARK_START, MARK_END = "<!-- make bench: start -->", "<!-- make bench: end -->"
+DOC = ROOT / "docs" / "benchmarks.md"
 
 RequestFor = Callable[[int], pb.RecommendRequest]
 
@@ -60,6 +76,8 @@ class Run:
     errors: dict[str, int] = field(default_factory=dict)  # status code name -> count
     degraded: int = 0
     wall_s: float = 0.0
+    server_cpu_s: dict[str, float] = field(default_factory=dict)  # per process group
+    client_cpu_s: float = 0.0
 
 
 @dataclass
@@ -76,6 +94,11 @@ class Row:
     req_per_s: float
     errors: int
     degraded: int
+    deployment: str = ""  # "" for the empty call and a stack given by --addr
+    server_cpu_ms: float | None = None  # per call, every group summed; None: not measured
+    client_cpu_ms: float = 0.0
+    cpu_ms_by_group: dict[str, float] = field(default_factory=dict)
+    vs_empty: float | None = None  # req/s as a ratio to the empty call at REFERENCE_IN_FLIGHT
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -86,15 +109,28 @@ def percentile(sorted_values: list[float], q: float) -> float:
     return sorted_values[min(len(sorted_values), int(rank)) - 1]
 
 
-def summarize(run: Run) -> Row:
+def summarize(run: Run, deployment: str = "") -> Row:
     lat = sorted(run.latencies_ms)
+    calls = len(lat) + sum(run.errors.values())
+    by_group = {g: round(1000 * t / calls, 3) for g, t in run.server_cpu_s.items()} if calls else {}
     return Row(
-        scenario=run.scenario, calls=len(lat) + sum(run.errors.values()), concurrency=run.concurrency,
+        scenario=run.scenario, calls=calls, concurrency=run.concurrency,
         p50_ms=round(percentile(lat, 50), 3), p95_ms=round(percentile(lat, 95), 3),
         p99_ms=round(percentile(lat, 99), 3), max_ms=round(lat[-1] if lat else 0.0, 3),
         req_per_s=round(len(lat) / run.wall_s, 1) if run.wall_s > 0 else 0.0,
-        errors=sum(run.errors.values()), degraded=run.degraded,
+        errors=sum(run.errors.values()), degraded=run.degraded, deployment=deployment,
+        server_cpu_ms=round(sum(by_group.values()), 3) if by_group else None,
+        client_cpu_ms=round(1000 * run.client_cpu_s / calls, 3) if calls else 0.0, cpu_ms_by_group=by_group,
     )
+
+
+def with_ratios(rows: list[Row]) -> list[Row]:
+    """Each row's req/s over the empty call's at REFERENCE_IN_FLIGHT (its nearest level when not run)."""
+    empty = [r for r in rows if r.scenario == "empty" and r.req_per_s > 0]
+    if not empty:
+        return rows
+    ref = min(empty, key=lambda r: abs(r.concurrency - REFERENCE_IN_FLIGHT)).req_per_s
+    return [replace(r, vs_empty=round(r.req_per_s / ref, 4)) for r in rows]
 
 
 # ---------------------------------------------------------------------------- requests
@@ -116,7 +152,8 @@ def hit_requests(surface: str, k: int) -> RequestFor:
 
 
 async def measure(
-    stub: pb_grpc.RecommenderStub, scenario: str, request_for: RequestFor, calls: int, concurrency: int
+    stub: pb_grpc.RecommenderStub, scenario: str, request_for: RequestFor, calls: int, concurrency: int,
+    meter: CpuMeter | None = None,
 ) -> Run:
     """`calls` Recommend calls from `concurrency` workers sharing one channel; call i gets request_for(i)."""
     run = Run(scenario, concurrency)
@@ -134,9 +171,15 @@ async def measure(
             run.latencies_ms.append((time.perf_counter() - start) * 1000)
             run.degraded += response.degraded
 
+    if meter is not None:
+        meter.start()
+    client = time.process_time()
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     run.wall_s = time.perf_counter() - started
+    run.client_cpu_s = time.process_time() - client
+    if meter is not None:
+        run.server_cpu_s = meter.stop()
     return run
 
 
@@ -157,8 +200,9 @@ async def warm_cache(stub: pb_grpc.RecommenderStub, request: pb.RecommendRequest
     return False
 
 
-async def bench(addr: str, calls: int, concurrency: int, k: int,
-                settings: Settings | None = None) -> tuple[list[Row], dict[str, object]]:
+async def bench(addr: str, calls: int, levels: list[int], k: int, settings: Settings | None = None,
+                meter: CpuMeter | None = None, deployment: str = "") -> tuple[list[Row], dict[str, object]]:
+    """Misses, then hits, at each number of calls in flight against the Recommender at addr."""
     tag = uuid.uuid4().hex[:8]  # fresh surfaces per run, so a re-run misses too
     notes: dict[str, object] = {}
     async with tls.aio_channel(addr, settings or Settings.from_env()) as channel:
@@ -167,16 +211,79 @@ async def bench(addr: str, calls: int, concurrency: int, k: int,
         hit = pb.RecommendRequest(user_id=HIT_USER, k=k, context=pb.Context(surface=f"bench-{tag}-hit"))
         notes["cache_hit_verified"] = await warm_cache(stub, hit)
         notes["model_version"] = (await stub.Recommend(hit, timeout=TIMEOUT_S, metadata=KEY)).model_version
-        runs = [
-            await measure(stub, "miss, sequential", miss_requests(f"{tag}s", k, 1), calls, 1),
-            await measure(stub, "hit, sequential", hit_requests(hit.context.surface, k), calls, 1),
-            await measure(stub, "miss, concurrent", miss_requests(f"{tag}c", k, 2), calls, concurrency),
-            await measure(stub, "hit, concurrent", hit_requests(hit.context.surface, k), calls, concurrency),
-        ]
-    errors = {run.scenario: run.errors for run in runs if run.errors}
+        runs = [await measure(stub, "miss", miss_requests(f"{tag}m{n}", k, n), calls, n, meter) for n in levels]
+        runs += [await measure(stub, "hit", hit_requests(hit.context.surface, k), calls, n, meter) for n in levels]
+    errors = {f"{run.scenario}@{run.concurrency}": run.errors for run in runs if run.errors}
     if errors:
         notes["errors"] = errors
-    return [summarize(run) for run in runs], notes
+    return [summarize(run, deployment) for run in runs], notes
+
+
+async def bench_empty(addr: str, calls: int, levels: list[int], meter: CpuMeter) -> list[Row]:
+    async with grpc.aio.insecure_channel(addr) as channel:
+        stub = pb_grpc.RecommenderStub(channel)
+        request = pb.RecommendRequest(user_id=HIT_USER, k=10, context=pb.Context(surface="empty"))
+        await measure(stub, "warmup", lambda _i: request, WARMUP_CALLS, 1)
+        return [summarize(await measure(stub, "empty", lambda _i: request, calls, n, meter)) for n in levels]
+
+
+# ---------------------------------------------------------------------------- the servers
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def empty_server() -> Iterator[tuple[str, int]]:
+    """(address, pid) of a loadtest/empty_server.py process, stopped on exit."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "loadtest.empty_server", str(port)], cwd=ROOT,
+                            stdin=subprocess.DEVNULL)
+    try:
+        addr = f"127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while not _answers(addr):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the empty-call server did not start")
+            time.sleep(0.1)
+        yield addr, proc.pid
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _answers(addr: str) -> bool:
+    try:
+        with grpc.insecure_channel(addr) as channel:
+            grpc.channel_ready_future(channel).result(timeout=0.5)
+        return True
+    except grpc.FutureTimeoutError:
+        return False
+
+
+@contextmanager
+def own_stack(settings: Settings, deployment: str) -> Iterator[tuple[Settings, dict[str, list[int]]]]:
+    """A stack of `deployment` on ports of its own (the demo's may be running), over the same PostgreSQL,
+    Redis and model; its settings and pids per service. Stopped on exit."""
+    from recsys import processes
+
+    var_dir = processes.side_var_dir(settings, settings.var_dir / "bench" / deployment)
+    ports = {f"{name}_addr": f"127.0.0.1:{free_port()}" for name in ("orchestrator", "retrieval", "ranking", "worker")}
+    metrics = {f"{name}_metrics_addr": f"127.0.0.1:{free_port()}"
+               for name in ("orchestrator", "retrieval", "ranking", "worker")}
+    own = replace(settings, deployment=deployment, var_dir=var_dir, **ports, **metrics)
+    own = processes.start_all(own)
+    try:
+        pids = {name: [int(processes.pid_file(own, name).read_text())] for name in processes.services(own)}
+        yield own, pids
+    finally:
+        for name in reversed(processes.services(own)):
+            processes.stop(own, name)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -204,38 +311,53 @@ def _read(path: str) -> str:
         return ""
 
 
-COLUMNS = ("scenario", "calls", "in flight", "p50 ms", "p95 ms", "p99 ms", "max ms", "req/s", "errors", "degraded")
+COLUMNS = ("deployment", "scenario", "in flight", "calls", "req/s", "p50 ms", "p99 ms", "server CPU ms/call",
+           "client CPU ms/call", "vs empty", "errors", "degraded")
 
 
 def _cells(row: Row) -> list[str]:
-    return [row.scenario, str(row.calls), str(row.concurrency), f"{row.p50_ms:.2f}", f"{row.p95_ms:.2f}",
-            f"{row.p99_ms:.2f}", f"{row.max_ms:.2f}", f"{row.req_per_s:.0f}", str(row.errors), str(row.degraded)]
+    return [row.deployment or "-", row.scenario, str(row.concurrency), str(row.calls), f"{row.req_per_s:.0f}",
+            f"{row.p50_ms:.2f}", f"{row.p99_ms:.2f}",
+            "-" if row.server_cpu_ms is None else f"{row.server_cpu_ms:.2f}", f"{row.client_cpu_ms:.2f}",
+            "-" if row.vs_empty is None else f"{row.vs_empty:.3f}", str(row.errors), str(row.degraded)]
 
 
 def text_table(rows: list[Row]) -> str:
     cells = [list(COLUMNS), *(_cells(r) for r in rows)]
     widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
-    fmt = [f"{{:<{w}}}" if i == 0 else f"{{:>{w}}}" for i, w in enumerate(widths)]
+    fmt = [f"{{:<{w}}}" if i < 2 else f"{{:>{w}}}" for i, w in enumerate(widths)]
     return "\n".join("  ".join(f.format(c) for f, c in zip(fmt, line, strict=True)) for line in cells)
 
 
 def markdown(report: dict) -> str:
     rows = [Row(**r) for r in report["results"]]
     m = report["machine"]
+    groups = sorted({g for r in rows for g in r.cpu_ms_by_group if r.scenario != "empty"})
     lines = [
-        "# Recommend benchmark", "",
-        f"{report['timestamp']} against `{report['target']}`, model `{report['notes'].get('model_version', '-')}`; "
-        f"one grpc.aio client process on the same machine as the stack.", "",
+        f"{report['timestamp']}, model `{report['notes'].get('model_version', '-')}`; "
+        f"one grpc.aio client process on the same machine as the servers.", "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, {m['platform']}, "
         f"Python {m['python']}, grpcio {m['grpcio']}. "
         f"1-minute load average before/after: {_load(report['notes'])}.", "",
         "| " + " | ".join(COLUMNS) + " |",
-        "| " + " | ".join(["---"] + ["---:"] * (len(COLUMNS) - 1)) + " |",
+        "| " + " | ".join(["---", "---"] + ["---:"] * (len(COLUMNS) - 2)) + " |",
         *("| " + " | ".join(_cells(r)) + " |" for r in rows), "",
+    ]
+    if groups:
+        lines += ["Server CPU per call by process (ms):", "",
+                  "| deployment | scenario | in flight | " + " | ".join(groups) + " |",
+                  "| --- | --- | ---: | " + " | ".join(["---:"] * len(groups)) + " |",
+                  *(f"| {r.deployment or '-'} | {r.scenario} | {r.concurrency} | "
+                    + " | ".join(f"{r.cpu_ms_by_group.get(g, 0.0):.2f}" for g in groups) + " |"
+                    for r in rows if r.scenario != "empty" and r.cpu_ms_by_group), ""]
+    lines += [
+        "empty: loadtest/empty_server.py, a Recommend answering 100 ids with no work; "
         "miss: a never-seen surface per call (a new cache key), random MovieLens users; "
         "hit: one user+surface repeated after a warming call "
         f"(cache hit verified: {report['notes'].get('cache_hit_verified')}). "
-        "Latency is client-side wall time per call; req/s = successful calls / wall time.", "",
+        "Latency is client-side wall time per call; req/s = successful calls / wall time; "
+        "server CPU = the services' processes, PostgreSQL and Redis, from /proc; "
+        f"vs empty = req/s / the empty call's req/s at {REFERENCE_IN_FLIGHT} in flight.", "",
     ]
     return "\n".join(lines)
 
@@ -245,48 +367,114 @@ def _load(notes: dict) -> str:
     return f"{load.get('before', '-')} / {load.get('after', '-')}"
 
 
-def write_reports(report: dict, out_dir: Path) -> tuple[Path, Path]:
+def write_reports(report: dict, out_dir: Path, doc: Path | None = None) -> tuple[Path, Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "bench-latest.json", out_dir / "bench-latest.md"
     json_path.write_text(json.dumps(report, indent=2) + "\n")
-    md_path.write_text(markdown(report))
+    md_path.write_text("# Recommend benchmark\n\n" + markdown(report))
+    if doc is not None:
+        update_doc(doc, markdown(report))
     return json_path, md_path
+
+
+def update_doc(doc: Path, table: str) -> None:
+    """Replace what lies between the markers in doc (appended with them when absent)."""
+    text = doc.read_text() if doc.exists() else ""
+    block = f"{MARK_START}\n{table}\n{MARK_END}"
+    if MARK_START in text and MARK_END in text:
+        head, rest = text.split(MARK_START, 1)
+        text = head + block + rest.split(MARK_END, 1)[1]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.write_text(text)
+
+
+def _levels(value: str) -> list[int]:
+    levels = [int(v) for v in value.split(",") if v.strip()]
+    if not levels or min(levels) < 1:
+        raise argparse.ArgumentTypeError("a comma-separated list of positive numbers, e.g. 1,8,32")
+    return levels
+
+
+def _deployments(value: str) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names or any(n not in ("separate", "colocated") for n in names):
+        raise argparse.ArgumentTypeError("separate, colocated or both, comma-separated")
+    return names
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m loadtest.bench", description=__doc__.split("\n")[0])
-    p.add_argument("--calls", type=int, default=int(os.environ.get("RECSYS_BENCH_CALLS", "2000")),
+    p.add_argument("--calls", type=int, default=int(os.environ.get("RECSYS_BENCH_CALLS", "1000")),
                    help="calls per scenario")
-    p.add_argument("--concurrency", type=int, default=int(os.environ.get("RECSYS_BENCH_CONCURRENCY", "8")),
-                   help="calls in flight in the concurrent scenarios")
+    p.add_argument("--in-flight", type=_levels, default=[1, 8, 32], help="calls in flight, e.g. 1,8,32")
+    p.add_argument("--deployments", type=_deployments, default=["separate", "colocated"],
+                   help="the stacks to start and measure")
     p.add_argument("--k", type=int, default=10, help="items per recommendation")
-    p.add_argument("--addr", default=Settings.from_env().orchestrator_addr, help="the Recommender's host:port")
+    p.add_argument("--addr", default="", help="measure the Recommender running here instead of starting stacks")
     p.add_argument("--out-dir", type=Path, default=ROOT / "reports", help="where bench-latest.{json,md} go")
+    p.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md as it is")
     args = p.parse_args(argv)
-    if args.calls < 1 or args.concurrency < 1:
-        p.error("--calls and --concurrency must be at least 1")
+    if args.calls < 1:
+        p.error("--calls must be at least 1")
     return args
+
+
+def _stack_settings() -> Settings:
+    """The demo's settings (embedded servers started when no URLs are set), or exit 2 saying what is missing."""
+    from core.artifacts import current_version
+
+    settings = Settings.from_env()
+    if not settings.database_url or not settings.redis_url:
+        from recsys.embedded import ensure_servers
+
+        settings = ensure_servers(settings)
+    if not current_version(settings.artifacts_dir):
+        print(f"no trained model in {settings.artifacts_dir}: run `make demo` (or `recsys train`) first",
+              file=sys.stderr)
+        raise SystemExit(2)
+    return settings
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    require_serving(args.addr, Settings.from_env())
-    print(f"benchmarking Recommend at {args.addr}: {args.calls} calls per scenario, "
-          f"{args.concurrency} in flight when concurrent ...", file=sys.stderr, flush=True)
+    settings = Settings.from_env() if args.addr else _stack_settings()
+    if args.addr:
+        require_serving(args.addr, settings)
     load_before = os.getloadavg()[0]  # other work on the machine skews the numbers: record it
-    rows, notes = asyncio.run(bench(args.addr, args.calls, args.concurrency, args.k))
+    print(f"benchmarking: {args.calls} calls per scenario at {args.in_flight} in flight; "
+          f"1-minute load average {load_before:.2f}", file=sys.stderr, flush=True)
+    with empty_server() as (empty_addr, empty_pid):
+        rows = asyncio.run(bench_empty(empty_addr, args.calls, args.in_flight,
+                                       CpuMeter({"empty server": [empty_pid]}, databases=False)))
+    notes: dict[str, object] = {}
+    if args.addr:
+        found, notes = asyncio.run(bench(args.addr, args.calls, args.in_flight, args.k, settings))
+        rows += found
+    for deployment in [] if args.addr else args.deployments:
+        print(f"starting a {deployment} stack ...", file=sys.stderr, flush=True)
+        with own_stack(settings, deployment) as (own, pids):
+            found, seen = asyncio.run(bench(own.orchestrator_addr, args.calls, args.in_flight, args.k, own,
+                                            CpuMeter(pids), deployment))
+        rows += found
+        notes.setdefault("cache_hit_verified", seen["cache_hit_verified"])
+        notes["cache_hit_verified"] = bool(notes["cache_hit_verified"]) and bool(seen["cache_hit_verified"])
+        notes["model_version"] = seen.get("model_version")
+        if "errors" in seen:
+            notes[f"errors ({deployment})"] = seen["errors"]
+    rows = with_ratios(rows)
     notes["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     report = {
-        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "target": args.addr,
-        "settings": {"calls": args.calls, "concurrency": args.concurrency, "k": args.k},
+        "timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "target": args.addr or "own stacks",
+        "settings": {"calls": args.calls, "in_flight": args.in_flight, "k": args.k},
         "machine": machine(), "notes": notes, "results": [asdict(r) for r in rows],
     }
     print(text_table(rows))
-    if not notes["cache_hit_verified"]:
+    if not notes.get("cache_hit_verified"):
         print("note: the warmed request was not served from the cache (degraded answers are not cached); "
               "the hit rows measure misses", file=sys.stderr)
-    json_path, md_path = write_reports(report, args.out_dir)
-    print(f"wrote {json_path.relative_to(ROOT) if json_path.is_relative_to(ROOT) else json_path} and {md_path.name}",
+    json_path, md_path = write_reports(report, args.out_dir, None if args.no_doc else DOC)
+    print(f"wrote {json_path} and {md_path.name}" + ("" if args.no_doc else f" and {DOC.relative_to(ROOT)}"),
           file=sys.stderr)
     return 0
 

@@ -46,6 +46,17 @@ def log_file(settings: Settings, name: str) -> Path:
     return settings.var_dir / "log" / f"{name}.log"
 
 
+def side_var_dir(settings: Settings, var_dir: Path) -> Path:
+    """A var dir of its own (pid files, logs) for a stack or process beside this one, holding a copy of
+    its Feast registry (which lives in var_dir): what ranking, in process or not, reads features with."""
+    import shutil
+
+    if (var_dir / "feast").exists():
+        shutil.rmtree(var_dir / "feast")
+    shutil.copytree(settings.var_dir / "feast", var_dir / "feast")
+    return var_dir
+
+
 def is_serving(addr: str, timeout_s: float = 1.0, service: str = "", settings: Settings | None = None) -> bool:
     """The health check of `service` ("" = readiness, LIVENESS = the process answers) says SERVING;
     over TLS when the settings configure it (None: plaintext)."""

@@ -5,7 +5,9 @@ one to call it, any number of replicas see every change, a restarted replica cat
 up by itself, and items written by any path (UpsertItems, `recsys data load`, SQL)
 count. Two indexed queries per poll: items by `updated_at` (re-reading an overlap,
 since a transaction's `updated_at` is its start time, not its commit time) and
-interactions by id (likewise with a look-back, deduplicated).
+interactions by id (likewise with a look-back, deduplicated). An idle database answers
+both with no rows: the overlap reaches back only to rows a previous poll could have missed
+(committed after it read), and the look-back skips the ids already seen.
 
 Queries run in a worker thread; their results are applied by the caller on the event
 loop's thread, between requests.
@@ -51,6 +53,7 @@ class LiveSource:
         self._conn: psycopg.Connection | None = None
         self.items_since: datetime | None = None
         self._rewind: datetime | None = None
+        self._polled_at: datetime | None = None  # the database's clock when the last item poll began
         self.last_id = 0
         self._primed_max = 0
         self._recent_ids: set[int] = set()
@@ -85,15 +88,22 @@ class LiveSource:
 
     def changed_items(self) -> list[ItemRecord]:
         since = self.items_since
+        rewound = self._rewind is not None
         if self._rewind is not None and (since is None or self._rewind < since):
             since = self._rewind
         self._rewind = None
         conn = self._connection()
+        polled_at = conn.execute("SELECT now() AS now").fetchone()["now"]
         if since is None:
             rows = conn.execute(f"SELECT {_ITEM_COLUMNS} FROM items").fetchall()
         else:
-            rows = conn.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE updated_at > %s",
-                                (since - ITEM_OVERLAP,)).fetchall()
+            # A row committed within ITEM_OVERLAP of its updated_at. The previous poll saw every row up to
+            # its own start minus the overlap; only rows after that can have been missed.
+            bound = since - ITEM_OVERLAP
+            if self._polled_at is not None and not rewound:
+                bound = max(bound, min(since, self._polled_at - ITEM_OVERLAP))
+            rows = conn.execute(f"SELECT {_ITEM_COLUMNS} FROM items WHERE updated_at > %s", (bound,)).fetchall()
+        self._polled_at = polled_at
         items = [ItemRecord(**r) for r in rows]
         newest = max((it.updated_at for it in items if it.updated_at), default=None)
         if newest is not None and (self.items_since is None or newest > self.items_since):
@@ -117,20 +127,19 @@ class LiveSource:
         return self._events(rows), [(r["item_id"], r["n"]) for r in counts]
 
     def new_interactions(self) -> list[Event]:
-        floor = max(0, self.last_id - ID_LOOKBACK)
+        floor = max(0, self.last_id - ID_LOOKBACK, self._primed_max)  # ids up to the primed one: counted by prime()
+        # the look-back's ids already counted are skipped by the server: an idle table answers no rows
         rows = self._connection().execute(
-            _EVENTS + "WHERE i.interaction_id > %s ORDER BY i.interaction_id LIMIT %s", (floor, BATCH)
+            _EVENTS + "WHERE i.interaction_id > %s AND i.interaction_id <> ALL(%s) ORDER BY i.interaction_id LIMIT %s",
+            (floor, sorted(self._recent_ids), BATCH),
         ).fetchall()
-        # ids up to the primed one were counted by prime(); later ones once each, late commits included
-        fresh = [r for r in rows
-                 if r["interaction_id"] > self._primed_max and r["interaction_id"] not in self._recent_ids]
-        for r in fresh:
+        for r in rows:
             self._recent_ids.add(r["interaction_id"])
         if rows:
             self.last_id = max(self.last_id, max(r["interaction_id"] for r in rows))
         low = self.last_id - ID_LOOKBACK
         self._recent_ids = {i for i in self._recent_ids if i > low}
-        return self._events(fresh)
+        return self._events(rows)
 
     @staticmethod
     def _events(rows: list[dict]) -> list[Event]:

@@ -9,7 +9,6 @@ session flushes and uses (default db 9).
 from __future__ import annotations
 
 import os
-import shutil
 import socket
 import uuid
 from collections.abc import Iterator
@@ -74,10 +73,8 @@ def metrics_addrs() -> dict[str, str]:
 
 
 def own_var_dir(stack: Settings, var_dir: Path) -> Path:
-    """A var dir of its own (pid files, logs) for a process beside the stack's, holding a copy of the stack's
-    Feast registry (which lives in var_dir): what ranking, in process or not, reads its features with."""
-    shutil.copytree(stack.var_dir / "feast", var_dir / "feast")
-    return var_dir
+    """A var dir of its own beside the stack's, with a copy of its Feast registry (processes.side_var_dir)."""
+    return processes.side_var_dir(stack, var_dir)
 
 
 def free_port() -> int:

@@ -136,3 +136,34 @@ def test_a_new_version_is_swapped_in_under_load_without_a_failed_request(
     swapped = versions.index(new)
     assert set(versions[:swapped]) == {old} and set(versions[swapped:]) == {new}  # one switch, never back
     assert len(versions) > 50
+
+
+def test_an_idle_database_answers_each_poll_with_nothing_yet_late_commits_are_caught() -> None:
+    """The poll's overlap reaches back only to what the previous poll could have missed: a bulk-loaded
+    catalogue (one updated_at for every row) is not re-read every second, a row committed late is read."""
+    import psycopg
+
+    from retrieval.live import LiveSource
+    from tests.conftest import fresh_database
+
+    with fresh_database() as url, psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("INSERT INTO items (item_id, title) SELECT 'i' || n, 'x' FROM generate_series(1, 50) n")
+        conn.execute("INSERT INTO users (user_id) VALUES ('u')")
+        conn.execute("INSERT INTO interactions (user_id, item_id, type) SELECT 'u', 'i' || n, 'click' "
+                     "FROM generate_series(1, 30) n")
+        live = LiveSource(url)
+        assert len(live.changed_items()) == 50  # the first read: everything
+        assert len(live.new_interactions()) == 30
+        conn.execute("UPDATE items SET updated_at = now() - interval '1 hour'")  # an old, idle catalogue
+        live.items_since = conn.execute("SELECT max(updated_at) FROM items").fetchone()[0]
+        live._polled_at = None
+        live.changed_items()  # the first poll from a watermark re-reads its overlap
+        assert live.changed_items() == [] and live.changed_items() == []
+        assert live.new_interactions() == [] and live.new_interactions() == []
+        # a transaction that began before the last poll and committed after it: its row is read once
+        conn.execute("UPDATE items SET updated_at = now() - interval '3 seconds', title = 'late' "
+                     "WHERE item_id = 'i7'")
+        assert [it.item_id for it in live.changed_items()] == ["i7"]
+        conn.execute("INSERT INTO interactions (user_id, item_id, type) VALUES ('u', 'i9', 'click')")
+        assert [e.item_id for e in live.new_interactions()] == ["i9"]
+        live.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 from collections.abc import Iterator
 from concurrent import futures
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from loadtest import bench, run
+from loadtest.cpu import CpuMeter
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 
@@ -103,19 +105,32 @@ def test_miss_requests_never_repeat_a_cache_key() -> None:
 
 def test_bench_measures_every_scenario_and_writes_reports(stand_in: tuple[str, StandIn], tmp_path: Path) -> None:
     addr, servicer = stand_in
-    rows, notes = asyncio.run(bench.bench(addr, calls=40, concurrency=4, k=5))
+    rows, notes = asyncio.run(bench.bench(addr, calls=40, levels=[1, 4], k=5, meter=CpuMeter({"me": [os.getpid()]},
+                                                                                               databases=False)))
 
-    assert [r.scenario for r in rows] == ["miss, sequential", "hit, sequential", "miss, concurrent", "hit, concurrent"]
+    assert [(r.scenario, r.concurrency) for r in rows] == [("miss", 1), ("miss", 4), ("hit", 1), ("hit", 4)]
     assert all(r.calls == 40 and r.errors == 0 and r.p50_ms <= r.p95_ms <= r.p99_ms <= r.max_ms for r in rows)
-    assert [r.concurrency for r in rows] == [1, 1, 4, 4]
     assert notes["cache_hit_verified"] is True and notes["model_version"] == "v-test"
     assert servicer.recommends >= 4 * 40 + bench.WARMUP_CALLS
+    # the stand-in serves in this process: its CPU is what the meter saw, per call
+    assert all(r.server_cpu_ms is not None and r.server_cpu_ms > 0 and set(r.cpu_ms_by_group) == {"me"}
+               for r in rows)
 
+    empty = bench.Row("empty", 40, 8, 1, 1, 1, 1, req_per_s=1000.0, errors=0, degraded=0)
+    rows = bench.with_ratios([empty, *rows])
+    assert rows[0].vs_empty == 1.0 and rows[1].vs_empty == round(rows[1].req_per_s / 1000.0, 4)
+
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text("# Benchmarks\n\nbefore\n")
     report = {"timestamp": "t", "target": addr, "settings": {}, "machine": bench.machine(), "notes": notes,
               "results": [bench.asdict(r) for r in rows]}
-    json_path, md_path = bench.write_reports(report, tmp_path)
+    for _ in range(2):  # a second run replaces the first one's table
+        json_path, md_path = bench.write_reports(report, tmp_path, doc)
     assert json.loads(json_path.read_text())["machine"]["nproc"] >= 1
-    assert "| hit, concurrent | 40 | 4 |" in md_path.read_text()
+    assert "| - | hit | 4 | 40 |" in md_path.read_text()
+    text = doc.read_text()
+    assert text.startswith("# Benchmarks\n\nbefore\n") and text.count(bench.MARK_START) == 1
+    assert "| - | empty | 8 | 40 | 1000 |" in text
 
 
 def test_bench_and_loadtest_refuse_without_a_stack(capsys: pytest.CaptureFixture[str]) -> None:
