@@ -30,6 +30,12 @@ def _deployment(value: str) -> str:
     return value
 
 
+def _processes(value: int) -> int:
+    if not 1 <= value <= 64:
+        raise ValueError(f"RECSYS_ORCHESTRATOR_PROCESSES={value}: must be 1 to 64")
+    return value
+
+
 def _file(name: str) -> str:
     """A file's path made absolute ("" when unset): services started from another directory find it too."""
     value = os.environ.get(name, "").strip()
@@ -87,6 +93,9 @@ class Settings:
     # process, scaled and restarted apart); "colocated": the orchestrator's process runs their servicers
     # itself and calls them in process (core/in_process.py, recsys/colocated.py): no internal hops.
     deployment: str = "separate"
+    # Processes serving the orchestrator's address (recsys/workers.py): the kernel spreads connections over
+    # them (SO_REUSEPORT), so one box's cores all serve; each holds its own caches (and, co-located, model).
+    orchestrator_processes: int = 1
     # TLS (docs/security.md, core/tls.py): PEM files; all empty = plaintext. A server serves TLS with its
     # certificate chain and key; clients verify servers with tls_ca_file (empty: the system's roots).
     tls_cert_file: str = ""
@@ -133,6 +142,7 @@ class Settings:
             reflection=_env("RECSYS_REFLECTION", "on").lower() not in ("off", "0", "false", "no"),
             service_token=os.environ.get("RECSYS_SERVICE_TOKEN", "").strip(),
             deployment=_deployment(_env("RECSYS_DEPLOYMENT", "separate").lower()),
+            orchestrator_processes=_processes(_number("RECSYS_ORCHESTRATOR_PROCESSES", "1", int)),
             tls_cert_file=_file("RECSYS_TLS_CERT_FILE"),
             tls_key_file=_file("RECSYS_TLS_KEY_FILE"),
             tls_ca_file=_file("RECSYS_TLS_CA_FILE"),
@@ -177,6 +187,7 @@ class Settings:
             "RECSYS_REFLECTION": "on" if self.reflection else "off",
             "RECSYS_SERVICE_TOKEN": self.service_token,
             "RECSYS_DEPLOYMENT": self.deployment,
+            "RECSYS_ORCHESTRATOR_PROCESSES": str(self.orchestrator_processes),
             "RECSYS_TLS_CERT_FILE": self.tls_cert_file,
             "RECSYS_TLS_KEY_FILE": self.tls_key_file,
             "RECSYS_TLS_CA_FILE": self.tls_ca_file,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,17 +133,17 @@ class ContentIndex:
             stale = np.isin(rows, np.fromiter(self._live, np.int64, len(self._live)))
             if stale.any():
                 scores[stale] = self._rescore_live(rows[stale], terms, weights)
-        order = np.argsort(-scores, kind="stable")
         out: list[tuple[str, float]] = []
-        for row, score in zip(rows[order].tolist(), scores[order].tolist(), strict=True):
-            if score <= 0:
-                break
-            item_id = self.item_ids[row]
-            if item_id in skip or (keep is not None and not keep(item_id)):
-                continue
-            out.append((item_id, score))
-            if len(out) == k:
-                break
+        for order in _best_first(scores, k + len(skip) + 16):
+            for row, score in zip(rows[order].tolist(), scores[order].tolist(), strict=True):
+                if score <= 0:
+                    return out
+                item_id = self.item_ids[row]
+                if item_id in skip or (keep is not None and not keep(item_id)):
+                    continue
+                out.append((item_id, score))
+                if len(out) == k:
+                    return out
         return out
 
     def _rescore_live(self, rows: np.ndarray, terms: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -159,6 +159,21 @@ class ContentIndex:
         n = len(self.indptr) - 1  # live additions are not part of a version
         npz_store.save(version_dir, NAME, {"indptr": self.indptr, "term_ids": self.term_ids, "weights": self.weights,
                                            "idf": self.idf}, {"item_ids": self.item_ids[:n], "terms": self.terms})
+
+
+def _best_first(scores: np.ndarray, m: int) -> Iterator[np.ndarray]:
+    """Positions of scores, highest first (ties in position order, as a stable sort puts them), in two
+    chunks: the m best (with every value tied with the m-th), then the rest. Most requests need only the
+    first: sorting and walking a whole category's postings cost more than the query itself."""
+    if m >= len(scores):
+        yield np.argsort(-scores, kind="stable")
+        return
+    kth = np.partition(scores, len(scores) - m)[len(scores) - m]  # the m-th largest
+    top = scores >= kth
+    first = np.flatnonzero(top)
+    yield first[np.argsort(-scores[first], kind="stable")]
+    rest = np.flatnonzero(~top)
+    yield rest[np.argsort(-scores[rest], kind="stable")]
 
 
 def load(version_dir: Path) -> ContentIndex | None:

@@ -28,7 +28,7 @@ from google.protobuf.descriptor import FileDescriptor, ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 
-from core import tracing
+from core import process_group, tracing
 from core.errors import RecsysError
 from core.log_limit import RateLimitedLog
 from core.metrics import RpcMetrics, serve_metrics
@@ -88,6 +88,7 @@ async def serve(
     extra_interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     reflect: bool = True,
     tls: ServerTls | None = None,
+    reuse_port: bool = False,
 ) -> None:
     """Serve until SIGTERM/SIGINT. service_names are short names from protos/ ("Retrieval").
 
@@ -96,13 +97,15 @@ async def serve(
     away); "liveness" is SERVING while the process serves at all (a Kubernetes liveness probe: restart
     only a process that stopped answering, never one waiting on PostgreSQL). metrics_addr: where
     http://.../metrics answers (core/metrics.py); empty = nowhere. tls: core/tls.server_tls(settings);
-    None = plaintext.
+    None = plaintext. reuse_port: share addr with the other processes of this service (recsys/workers.py);
+    otherwise a second server on a taken address fails to start.
     """
     drain = Drain()  # outermost: while draining, a call is refused before anything else runs
     # metrics see every call, refused ones too; authentication (extra) before the rest
     interceptors = [drain, *tracing.server_interceptors(), RpcMetrics(), *extra_interceptors,
                     *(make() for make in INTERCEPTORS)]
-    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=interceptors)
+    options = [(k, 1 if k == "grpc.so_reuseport" else v) for k, v in SERVER_OPTIONS] if reuse_port else SERVER_OPTIONS
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -116,10 +119,17 @@ async def serve(
     serve_metrics(metrics_addr)
     freeze_loaded_objects()
     names = [*full_names, ""]
+    if not process_group.helpers_ready():  # the first of several processes: ready once they all serve
+        own = healthy
+
+        def healthy() -> bool:
+            return process_group.helpers_ready() and (own is None or own())
+
     serving = healthy is None or healthy()
     await _set_health(health_servicer, names, serving)  # before the first call
     await _set_health(health_servicer, [LIVENESS], True)
     await server.start()
+    process_group.notify_ready()  # a helper process: the first one counts it
     watcher = None
     if healthy is not None:
         watcher = asyncio.create_task(_follow_health(health_servicer, names, healthy, serving))

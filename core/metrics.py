@@ -1,7 +1,10 @@
 """Prometheus metrics (prometheus-client) every service exports at http://ADDR/metrics.
 
 Each service process has its own registry (the client's default one) and serves it from a
-thread of prometheus-client's own HTTP server; the address comes from Settings
+thread of prometheus-client's own HTTP server; a service served by several processes
+(recsys/workers.py) uses prometheus-client's multiprocess mode instead: every process writes
+its counters and histograms to files in RECSYS_METRICS_DIR and the first one serves their sum,
+with its own scrape-time gauges; the address comes from Settings
 (`RECSYS_<SERVICE>_METRICS_ADDR`, empty = off). What every server has: calls per method and
 status code with their latency (`recsys_rpc_seconds`, a server interceptor). What a service adds
 (its pipeline components, dependencies, model version) it registers itself, often as a gauge read
@@ -11,12 +14,13 @@ at scrape time (`gauge`), so the hot path pays nothing for it.
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import grpc
-from prometheus_client import Histogram, start_http_server, values
+from prometheus_client import CollectorRegistry, Histogram, multiprocess, start_http_server, values
 from prometheus_client.core import REGISTRY, GaugeMetricFamily, InfoMetricFamily
 from prometheus_client.registry import Collector
 
@@ -25,8 +29,15 @@ log = logging.getLogger(__name__)
 # Importing Feast sets PROMETHEUS_MULTIPROC_DIR (for its gunicorn feature server), which switches every
 # metric created afterwards to file-backed values: an mmap write and a pid check per increment, a file per
 # metric left in /tmp, and inherited by every process the CLI starts. Each of our services is one process
-# exporting its own registry: in-memory values, whatever the environment says.
-values.ValueClass = values.MutexValue
+# exporting its own registry: in-memory values, whatever the environment says; a service of several
+# processes, file-backed values in the directory its first process made for them.
+MULTIPROCESS_DIR = os.environ.get("RECSYS_METRICS_DIR", "")
+if MULTIPROCESS_DIR:
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = MULTIPROCESS_DIR
+    values.ValueClass = values.MultiProcessValue()
+else:
+    values.ValueClass = values.MutexValue
+_SCRAPE_TIME: list[Collector] = []  # this process's gauges read at scrape time (gauge(), info())
 
 # latency buckets from a cache hit (~1 ms) to a deadline (~0.5 s)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5)
@@ -78,8 +89,14 @@ def serve_metrics(addr: str) -> bool:
     if not addr:
         return False
     host, _, port = addr.rpartition(":")
+    registry = REGISTRY
+    if MULTIPROCESS_DIR:  # every process's counters and histograms, summed; this one's gauges
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry, path=MULTIPROCESS_DIR)
+        for collector in _SCRAPE_TIME:
+            registry.register(collector)
     try:
-        start_http_server(int(port), addr=host or "127.0.0.1")
+        start_http_server(int(port), addr=host or "127.0.0.1", registry=registry)
     except (OSError, ValueError) as exc:
         log.warning("no metrics endpoint at %s: %s", addr, exc)
         return False
@@ -113,9 +130,14 @@ class _Info(Collector):
 
 def gauge(name: str, doc: str, labels: list[str], read: Callable[[], Iterable[tuple[list[str], float]]]) -> None:
     """A gauge whose values `read()` gives at scrape time: ([label values], value) pairs."""
-    REGISTRY.register(_Gauges(name, doc, labels, read))
+    _register(_Gauges(name, doc, labels, read))
 
 
 def info(name: str, doc: str, read: Callable[[], dict[str, str]]) -> None:
     """An info metric (`name_info{...} 1`) whose labels `read()` gives at scrape time."""
-    REGISTRY.register(_Info(name, doc, read))
+    _register(_Info(name, doc, read))
+
+
+def _register(collector: Collector) -> None:
+    REGISTRY.register(collector)
+    _SCRAPE_TIME.append(collector)

@@ -29,6 +29,7 @@ on their own.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -78,7 +79,7 @@ class RankerSignals:
         self.row = {item_id: i for i, item_id in enumerate(self.item_ids)}
         # Requests read rows of these matrices through raw CSR arrays (_Csr): scipy's indexing
         # checks cost more than the arithmetic at a few hundred rows.
-        self._covisitation_t = _Csr(self.covisitation.T.tocsr())  # row = candidate, column = history item
+        self._covisitation = _Csr(self.covisitation)  # row = history item, column = its neighbours
         self._content = _Csr(self.content)
         self._categories = _Csr(self.categories)
 
@@ -130,9 +131,9 @@ class RankerSignals:
                 out[:, COL["ease"]] = block.sum(axis=0)
                 out[:, COL["ease_recent"]] = np.where(known, w @ block, np.nan)
                 out[:, COL["ease_rank"]] = _rank(out[:, COL["ease_recent"]])
-            at_history = np.zeros(self.n_items, dtype=np.float32)
-            at_history[history] = w_norm
-            out[:, COL["covisitation"]] = self._covisitation_t.rows_dot(c, at_history)
+            # the history's neighbour lists (50 short rows), not the candidates' in-lists (hundreds, long)
+            covisit = self._covisitation.rows_to(history, c)
+            out[:, COL["covisitation"]] = covisit(w_norm)
             out[:, COL["content"]] = self._content.rows_dot(c, self._content.weighted_sum(history, w_norm))
 
             share = self._categories.weighted_sum(history, w_norm)  # [n_categories]
@@ -161,8 +162,7 @@ class RankerSignals:
                 out[:, COL["session_len"]] = ws.sum()
                 if self.ease is not None:
                     out[:, COL["ease_session"]] = ws @ block
-                at_history[history] = ws
-                out[:, COL["covisitation_session"]] = self._covisitation_t.rows_dot(c, at_history)
+                out[:, COL["covisitation_session"]] = covisit(ws)
 
             hist_pop = float(self.popularity[history] @ w_norm)
             out[:, COL["history_popularity"]] = hist_pop
@@ -244,6 +244,21 @@ class _Csr:
         """[len(rows)]: each row . a dense vector."""
         pos, owner = self.positions(rows)
         return np.bincount(owner, weights=self.data[pos] * vector[self.indices[pos]], minlength=len(rows))
+
+    def rows_to(self, rows: np.ndarray, columns: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        """For weights over `rows`: [len(columns)], each column's sum of weights[i] * entry (row i, column)
+        (columns may repeat). The entries are found once; the function applies any number of weightings."""
+        pos, owner = self.positions(rows)
+        uniq, inverse = np.unique(columns, return_inverse=True)
+        cols = self.indices[pos]
+        at = np.minimum(np.searchsorted(uniq, cols), len(uniq) - 1)
+        hit = uniq[at] == cols
+        at, data, owner = at[hit], self.data[pos][hit], owner[hit]
+
+        def apply(weights: np.ndarray) -> np.ndarray:
+            return np.bincount(at, weights=data * weights[owner], minlength=len(uniq))[inverse]
+
+        return apply
 
     def weighted_sum(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """[n_cols]: sum of weights[i] * row i."""

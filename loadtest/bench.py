@@ -1,6 +1,6 @@
 """`make bench`: what a Recommend costs, as a ratio to the cheapest gRPC call this machine serves.
 
-    .venv/bin/python -m loadtest.bench [--calls 1000] [--in-flight 1,8,32]
+    .venv/bin/python -m loadtest.bench [--calls 1000] [--in-flight 1,8,32] [--processes 1,2]
                                        [--deployments separate,colocated] [--addr HOST:PORT]
 
 Needs the data and a trained model (`make demo` or `recsys train`). It starts, in turn:
@@ -8,9 +8,11 @@ Needs the data and a trained model (`make demo` or `recsys train`). It starts, i
 - an empty-call server (loadtest/empty_server.py: a Recommend that answers 100 ids and does
   nothing else), the yardstick;
 - a stack of each deployment (separate services; co-located: retrieval and ranking in the
-  orchestrator's process) on ports of its own, against the demo's PostgreSQL, Redis and model;
+  orchestrator's process), with one and with two orchestrator processes, on ports of its own,
+  against the demo's PostgreSQL, Redis and model;
 
-and drives each with one grpc.aio client process at 1, 8 and 32 calls in flight:
+and drives each with one grpc.aio client process (its calls over 4 connections, as several callers'
+would be) at 1, 8 and 32 calls in flight:
 
 - miss: a random user and a never-seen surface per call (the cache key is
   user+surface+variant+k+filters), so every call runs the whole pipeline;
@@ -37,8 +39,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -47,7 +49,7 @@ import grpc
 
 from core import tls
 from core.config import ROOT, Settings
-from loadtest.cpu import CpuMeter
+from loadtest.cpu import CpuMeter, with_children
 from loadtest.stack import require_serving
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
@@ -59,6 +61,8 @@ TIMEOUT_S = 5.0
 KEY = credentials()  # RECSYS_API_KEY as call metadata, for a stack with API keys on (docs/security.md);
 # give that key no rate limit (`recsys keys limit ID --rate 0`) or the benchmark measures the limit
 WARMUP_CALLS = 20  # connection setup and first-call costs stay out of the numbers
+CHANNELS = 4  # connections the client spreads its calls over, as many callers would: with several
+# orchestrator processes (RECSYS_ORCHESTRATOR_PROCESSES) each connection is served by one of them
 REFERENCE_IN_FLIGHT = 8  # the ratio's denominator: the empty call's req/s at this many in flight
 MARK_START, MARK_END = "<!-- make bench: start -->", "<!-- make bench: end -->"
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -152,14 +156,15 @@ def hit_requests(surface: str, k: int) -> RequestFor:
 
 
 async def measure(
-    stub: pb_grpc.RecommenderStub, scenario: str, request_for: RequestFor, calls: int, concurrency: int,
+    stubs: list[pb_grpc.RecommenderStub], scenario: str, request_for: RequestFor, calls: int, concurrency: int,
     meter: CpuMeter | None = None,
 ) -> Run:
-    """`calls` Recommend calls from `concurrency` workers sharing one channel; call i gets request_for(i)."""
+    """`calls` Recommend calls from `concurrency` workers over the stubs' channels (worker j on stub
+    j mod len(stubs)); call i gets request_for(i)."""
     run = Run(scenario, concurrency)
     next_index = iter(range(calls))
 
-    async def worker() -> None:
+    async def worker(stub: pb_grpc.RecommenderStub) -> None:
         for i in next_index:  # a shared iterator: each index is taken once across workers
             request = request_for(i)
             start = time.perf_counter()
@@ -175,12 +180,23 @@ async def measure(
         meter.start()
     client = time.process_time()
     started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    await asyncio.gather(*(worker(stubs[j % len(stubs)]) for j in range(concurrency)))
     run.wall_s = time.perf_counter() - started
     run.client_cpu_s = time.process_time() - client
     if meter is not None:
         run.server_cpu_s = meter.stop()
     return run
+
+
+@asynccontextmanager
+async def channels(addr: str, settings: Settings, n: int = CHANNELS) -> AsyncIterator[list[pb_grpc.RecommenderStub]]:
+    """n stubs on n channels of their own connections (grpc shares one per target unless told not to)."""
+    opened = [tls.aio_channel(addr, settings, options=[("grpc.use_local_subchannel_pool", 1)]) for _ in range(n)]
+    try:
+        yield [pb_grpc.RecommenderStub(c) for c in opened]
+    finally:
+        for c in opened:
+            await c.close()
 
 
 async def warm_cache(stub: pb_grpc.RecommenderStub, request: pb.RecommendRequest) -> bool:
@@ -205,14 +221,14 @@ async def bench(addr: str, calls: int, levels: list[int], k: int, settings: Sett
     """Misses, then hits, at each number of calls in flight against the Recommender at addr."""
     tag = uuid.uuid4().hex[:8]  # fresh surfaces per run, so a re-run misses too
     notes: dict[str, object] = {}
-    async with tls.aio_channel(addr, settings or Settings.from_env()) as channel:
-        stub = pb_grpc.RecommenderStub(channel)
-        await measure(stub, "warmup", miss_requests(f"{tag}w", k), WARMUP_CALLS, 1)
+    async with channels(addr, settings or Settings.from_env()) as stubs:
+        stub = stubs[0]
+        await measure(stubs, "warmup", miss_requests(f"{tag}w", k), WARMUP_CALLS, len(stubs))
         hit = pb.RecommendRequest(user_id=HIT_USER, k=k, context=pb.Context(surface=f"bench-{tag}-hit"))
         notes["cache_hit_verified"] = await warm_cache(stub, hit)
         notes["model_version"] = (await stub.Recommend(hit, timeout=TIMEOUT_S, metadata=KEY)).model_version
-        runs = [await measure(stub, "miss", miss_requests(f"{tag}m{n}", k, n), calls, n, meter) for n in levels]
-        runs += [await measure(stub, "hit", hit_requests(hit.context.surface, k), calls, n, meter) for n in levels]
+        runs = [await measure(stubs, "miss", miss_requests(f"{tag}m{n}", k, n), calls, n, meter) for n in levels]
+        runs += [await measure(stubs, "hit", hit_requests(hit.context.surface, k), calls, n, meter) for n in levels]
     errors = {f"{run.scenario}@{run.concurrency}": run.errors for run in runs if run.errors}
     if errors:
         notes["errors"] = errors
@@ -220,11 +236,10 @@ async def bench(addr: str, calls: int, levels: list[int], k: int, settings: Sett
 
 
 async def bench_empty(addr: str, calls: int, levels: list[int], meter: CpuMeter) -> list[Row]:
-    async with grpc.aio.insecure_channel(addr) as channel:
-        stub = pb_grpc.RecommenderStub(channel)
+    async with channels(addr, Settings()) as stubs:
         request = pb.RecommendRequest(user_id=HIT_USER, k=10, context=pb.Context(surface="empty"))
-        await measure(stub, "warmup", lambda _i: request, WARMUP_CALLS, 1)
-        return [summarize(await measure(stub, "empty", lambda _i: request, calls, n, meter)) for n in levels]
+        await measure(stubs, "warmup", lambda _i: request, WARMUP_CALLS, len(stubs))
+        return [summarize(await measure(stubs, "empty", lambda _i: request, calls, n, meter)) for n in levels]
 
 
 # ---------------------------------------------------------------------------- the servers
@@ -267,23 +282,31 @@ def _answers(addr: str) -> bool:
 
 
 @contextmanager
-def own_stack(settings: Settings, deployment: str) -> Iterator[tuple[Settings, dict[str, list[int]]]]:
-    """A stack of `deployment` on ports of its own (the demo's may be running), over the same PostgreSQL,
-    Redis and model; its settings and pids per service. Stopped on exit."""
-    from recsys import processes
+def own_stack(settings: Settings, deployment: str, processes: int = 1,
+              ) -> Iterator[tuple[Settings, dict[str, list[int]]]]:
+    """A stack of `deployment` with `processes` orchestrator processes on ports of its own (the demo's may
+    be running), over the same PostgreSQL, Redis and model; its settings and pids per service. Stopped on exit."""
+    from recsys import processes as procs
 
-    var_dir = processes.side_var_dir(settings, settings.var_dir / "bench" / deployment)
+    label = deployment if processes == 1 else f"{deployment}-x{processes}"
+    var_dir = procs.side_var_dir(settings, settings.var_dir / "bench" / label)
     ports = {f"{name}_addr": f"127.0.0.1:{free_port()}" for name in ("orchestrator", "retrieval", "ranking", "worker")}
     metrics = {f"{name}_metrics_addr": f"127.0.0.1:{free_port()}"
                for name in ("orchestrator", "retrieval", "ranking", "worker")}
-    own = replace(settings, deployment=deployment, var_dir=var_dir, **ports, **metrics)
-    own = processes.start_all(own)
+    own = replace(settings, deployment=deployment, orchestrator_processes=processes, var_dir=var_dir,
+                  **ports, **metrics)
+    own = procs.start_all(own)
     try:
-        pids = {name: [int(processes.pid_file(own, name).read_text())] for name in processes.services(own)}
+        deadline = time.monotonic() + 120  # ready once all its processes serve (core/process_group.py)
+        while not procs.is_serving(own.orchestrator_addr, 1.0, settings=own):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the {label} stack did not become ready; see {procs.log_file(own, 'orchestrator')}")
+            time.sleep(0.2)
+        pids = {name: with_children(int(procs.pid_file(own, name).read_text())) for name in procs.services(own)}
         yield own, pids
     finally:
-        for name in reversed(processes.services(own)):
-            processes.stop(own, name)
+        for name in reversed(procs.services(own)):
+            procs.stop(own, name)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -410,6 +433,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--in-flight", type=_levels, default=[1, 8, 32], help="calls in flight, e.g. 1,8,32")
     p.add_argument("--deployments", type=_deployments, default=["separate", "colocated"],
                    help="the stacks to start and measure")
+    p.add_argument("--processes", type=_levels, default=[1, 2],
+                   help="orchestrator processes per stack (RECSYS_ORCHESTRATOR_PROCESSES), e.g. 1,2")
     p.add_argument("--k", type=int, default=10, help="items per recommendation")
     p.add_argument("--addr", default="", help="measure the Recommender running here instead of starting stacks")
     p.add_argument("--out-dir", type=Path, default=ROOT / "reports", help="where bench-latest.{json,md} go")
@@ -451,17 +476,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.addr:
         found, notes = asyncio.run(bench(args.addr, args.calls, args.in_flight, args.k, settings))
         rows += found
-    for deployment in [] if args.addr else args.deployments:
-        print(f"starting a {deployment} stack ...", file=sys.stderr, flush=True)
-        with own_stack(settings, deployment) as (own, pids):
+    variants = [(d, n) for d in args.deployments for n in args.processes]
+    for deployment, n in [] if args.addr else variants:
+        label = deployment if n == 1 else f"{deployment} x{n}"
+        print(f"starting a {label} stack ...", file=sys.stderr, flush=True)
+        with own_stack(settings, deployment, n) as (own, pids):
             found, seen = asyncio.run(bench(own.orchestrator_addr, args.calls, args.in_flight, args.k, own,
-                                            CpuMeter(pids), deployment))
+                                            CpuMeter(pids), label))
         rows += found
         notes.setdefault("cache_hit_verified", seen["cache_hit_verified"])
         notes["cache_hit_verified"] = bool(notes["cache_hit_verified"]) and bool(seen["cache_hit_verified"])
         notes["model_version"] = seen.get("model_version")
         if "errors" in seen:
-            notes[f"errors ({deployment})"] = seen["errors"]
+            notes[f"errors ({label})"] = seen["errors"]
     rows = with_ratios(rows)
     notes["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     report = {

@@ -38,6 +38,17 @@ def database_pids() -> list[int]:
     return pids
 
 
+def with_children(pid: int) -> list[int]:
+    """pid and its child processes (a service of several processes: recsys/workers.py)."""
+    out = [pid]
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            out += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
 class CpuMeter:
     """Per group of processes, CPU seconds between start() and stop()."""
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from orchestrator.pipeline import Candidate, Hydrator, QueryHydrator
 from orchestrator.query import Deps, RequestQuery
-from storage.interactions import user_history_with_types
-from storage.users import get_user
+from storage.interactions import user_and_history
 
 HISTORY_LIMIT = 1000  # seen-filter horizon
 
@@ -25,8 +24,7 @@ class UserHistory(QueryHydrator):
 
     async def hydrate(self, q: RequestQuery) -> None:
         async with self.deps.pool.connection() as conn:
-            q.user = await get_user(conn, q.user_id)
-            q.history = await user_history_with_types(conn, q.user_id, HISTORY_LIMIT)
+            q.user, q.history = await user_and_history(conn, q.user_id, HISTORY_LIMIT)
         if not q.filters.include_seen:
             seen_types = q.params.seen_types
             q.seen = {h.item_id for h in q.history if not h.types.isdisjoint(seen_types)}

@@ -219,7 +219,7 @@ async def run(settings: Settings, downstream: Downstream | None = None) -> None:
     # not ready while PostgreSQL cannot be reached at all (its breaker open): answers are cold starts
     await serve(settings.orchestrator_addr, ["Recommender"], register, on_shutdown=close,
                 metrics_addr=settings.orchestrator_metrics_addr, extra_interceptors=interceptors,
-                reflect=settings.reflection, tls=server_tls,
+                reflect=settings.reflection, tls=server_tls, reuse_port=settings.orchestrator_processes > 1,
                 healthy=lambda: not breakers.postgres.is_open and down.healthy())
 
 

@@ -8,6 +8,8 @@ stops the services and those servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import gc
 import json
 import time
@@ -443,6 +445,10 @@ def serve(
     service: Annotated[str, typer.Argument(help="retrieval, ranking, orchestrator, worker, or all")],
 ) -> None:
     """Run a service in the foreground, or `all` four as background processes."""
+    from recsys import workers
+
+    if service == "orchestrator":  # several processes: their shared metrics directory, before core.metrics loads
+        workers.prepare(Settings.from_env())
     from core.tls import server_tls
     from recsys import processes
 
@@ -454,6 +460,8 @@ def serve(
         return
     if service not in processes.SERVICES:
         raise typer.BadParameter(f"unknown service {service!r}; use one of {', '.join(processes.SERVICES)} or all")
+    if service == "orchestrator" and workers.process_index() > 0:  # the first process serves the summed metrics
+        settings = dataclasses.replace(settings, orchestrator_metrics_addr="")
     from core.logs import configure
 
     configure(service)  # text, or JSON lines with RECSYS_LOG_FORMAT=json
@@ -476,7 +484,13 @@ def serve(
         from recsys.colocated import run  # the orchestrator with retrieval and ranking in its process
     else:
         from orchestrator.service import run
-    asyncio.run(run(settings))
+    try:
+        with workers.helpers(settings) if service == "orchestrator" else contextlib.nullcontext():
+            asyncio.run(run(settings))
+    except RuntimeError as exc:  # the address is taken: one line, not a traceback
+        if "cannot listen on" not in str(exc):
+            raise
+        raise _fail(str(exc)) from None
 
 
 @app.command()

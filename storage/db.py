@@ -43,7 +43,9 @@ async def async_pool(
 ) -> AsyncConnectionPool:
     p = cls(
         database_url, min_size=min_size, max_size=max_size, open=False, timeout=checkout_timeout_s,
-        kwargs=pool_kwargs(),
+        # autocommit: a read is one round trip, not the read and the COMMIT the pool sends when a checkout
+        # ends in a transaction; writes that must be atomic open theirs (`conn.transaction()`)
+        kwargs={**pool_kwargs(), "autocommit": True},
     )
     await p.open(wait=True, timeout=30)
     return p

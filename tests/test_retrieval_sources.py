@@ -107,8 +107,13 @@ def test_also_bought_of_star_wars_holds_the_other_star_wars_films(
     assert {EMPIRE, JEDI} <= {i.item_id for i in page.items}
     reasons = {i.reason for i in page.items if i.source == "also_bought"}
     assert reasons == {"People who liked Star Wars also liked this"}
-    both = api.SimilarItems(pb.SimilarItemsRequest(item_id=STAR_WARS, k=30, mode="all"), timeout=10)
-    assert {"also_bought", "similar_items", "content"} <= {i.source for i in both.items}
+    both = api.SimilarItems(pb.SimilarItemsRequest(item_id=STAR_WARS, k=30, mode="all", debug=True), timeout=10)
+    # all three ran and answered; an item is credited to the first source listed that found it (also_bought),
+    # so which of them the 30 shown are credited to depends on the trained model
+    ran = {s.stage: s for s in both.debug.stages}
+    assert all(ran[f"source:{n}"].outcome == "ok" and ran[f"source:{n}"].candidates_out > 0
+               for n in ("also_bought", "similar_items", "content"))
+    assert {"also_bought", "content"} <= {i.source for i in both.items} <= {"also_bought", "similar_items", "content"}
     assert len({i.item_id for i in both.items}) == len(both.items) and STAR_WARS not in {i.item_id for i in both.items}
 
 
