@@ -18,6 +18,10 @@ would be) at 1, 8 and 32 calls in flight:
   user+surface+variant+k+filters), so every call runs the whole pipeline;
 - hit: one user+surface answered once to fill the cache, then repeated.
 
+By default every stack is up at once and they are measured in turn, in 4 short rounds (at each
+level: misses, hits, the empty call; --rounds): the host's speed drifts by the minute here, and
+interleaving makes it drift for all of them alike. --rounds 0 measures one stack after another.
+
 For each row: req/s, p50, p99, the servers' CPU per call (the stack's processes, PostgreSQL and
 Redis, from /proc: loadtest/cpu.py), the client's, and req/s as a ratio to the empty call at 8 in
 flight. Prints the table; writes it with the machine's description and load to
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -68,6 +73,7 @@ MARK_START, MARK_END = "<!-- make bench: start -->", "<!-- make bench: end -->"
 DOC = ROOT / "docs" / "benchmarks.md"
 
 RequestFor = Callable[[int], pb.RecommendRequest]
+EMPTY_REQUEST = pb.RecommendRequest(user_id=HIT_USER, k=10, context=pb.Context(surface="empty"))
 
 
 @dataclass
@@ -129,12 +135,17 @@ def summarize(run: Run, deployment: str = "") -> Row:
 
 
 def with_ratios(rows: list[Row]) -> list[Row]:
-    """Each row's req/s over the empty call's at REFERENCE_IN_FLIGHT (its nearest level when not run)."""
-    empty = [r for r in rows if r.scenario == "empty" and r.req_per_s > 0]
-    if not empty:
+    """Each row's req/s over the empty call's at REFERENCE_IN_FLIGHT (its nearest level when not run),
+    measured with the same stack (deployment label); rows without one of their own use the first."""
+    refs: dict[str, float] = {}
+    for label in dict.fromkeys(r.deployment for r in rows):
+        empty = [r for r in rows if r.scenario == "empty" and r.req_per_s > 0 and r.deployment == label]
+        if empty:
+            refs[label] = min(empty, key=lambda r: abs(r.concurrency - REFERENCE_IN_FLIGHT)).req_per_s
+    if not refs:
         return rows
-    ref = min(empty, key=lambda r: abs(r.concurrency - REFERENCE_IN_FLIGHT)).req_per_s
-    return [replace(r, vs_empty=round(r.req_per_s / ref, 4)) for r in rows]
+    first = next(iter(refs.values()))
+    return [replace(r, vs_empty=round(r.req_per_s / refs.get(r.deployment, first), 4)) for r in rows]
 
 
 # ---------------------------------------------------------------------------- requests
@@ -358,7 +369,9 @@ def markdown(report: dict) -> str:
     groups = sorted({g for r in rows for g in r.cpu_ms_by_group if r.scenario != "empty"})
     lines = [
         f"{report['timestamp']}, model `{report['notes'].get('model_version', '-')}`; "
-        f"one grpc.aio client process on the same machine as the servers.", "",
+        f"one grpc.aio client process on the same machine as the servers; "
+        + (f"every stack up at once, measured in turn in {report['notes']['rounds']} rounds."
+           if report['notes'].get('rounds') else "one stack after another."), "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_gib']} GiB RAM, {m['platform']}, "
         f"Python {m['python']}, grpcio {m['grpcio']}. "
         f"1-minute load average before/after: {_load(report['notes'])}.", "",
@@ -439,6 +452,15 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--addr", default="", help="measure the Recommender running here instead of starting stacks")
     p.add_argument("--out-dir", type=Path, default=ROOT / "reports", help="where bench-latest.{json,md} go")
     p.add_argument("--no-doc", action="store_true", help="leave docs/benchmarks.md as it is")
+    p.add_argument("--auth", action="store_true",
+                   help="stacks with API keys on: calls carry a read key whose rate limit is checked on every "
+                        "call (in Redis) but never reached, so the rows include authentication and the limiter")
+    p.add_argument("--rounds", type=int, default=4,
+                   help="every stack up at once, measured in turn in this many short rounds (a host whose speed "
+                        "drifts by the minute drifts for all alike); 0: one stack after another, each whole")
+    p.add_argument("--code", type=Path, default=None,
+                   help="also start each stack from this checkout's code, in turn with ours (a before/after of "
+                        "two commits by one harness on one machine); implies --no-doc")
     args = p.parse_args(argv)
     if args.calls < 1:
         p.error("--calls must be at least 1")
@@ -461,35 +483,130 @@ def _stack_settings() -> Settings:
     return settings
 
 
+def interleaved(settings: Settings, variants: list[tuple[str, Path, str, int]], calls: int, rounds: int,
+                levels: list[int], k: int, empty_addr: str, empty_meter: CpuMeter,
+                ) -> tuple[list[Row], dict[str, object]]:
+    """Every variant's stack (label, code, deployment, processes) up at once, measured in turn in short
+    rounds (at each level: misses, hits, then the empty call, stack after stack): a host whose speed drifts
+    by the minute drifts for all of them alike. One row per stack, scenario and level, rounds summed."""
+    from recsys import processes as procs
+
+    ours, per_round = procs.ROOT, max(1, calls // rounds)
+    runs: dict[tuple[str, str, int], list[Run]] = {}
+    verified: list[bool] = []
+    with contextlib.ExitStack() as stacks:
+        started = []
+        for label, code, deployment, n in variants:
+            procs.ROOT = code
+            started.append((label, *stacks.enter_context(own_stack(settings, deployment, n))))
+        procs.ROOT = ours
+
+        async def one_round(r: int) -> None:
+            for level in levels:
+                for i, (label, own, pids) in enumerate(started):
+                    async with channels(own.orchestrator_addr, own) as stubs:
+                        hits = hit_requests(f"bench-hit-{i}", k)
+                        if r == 0 and level == levels[0]:
+                            await measure(stubs, "warmup", miss_requests(uuid.uuid4().hex[:6], k), WARMUP_CALLS, 4)
+                            verified.append(await warm_cache(stubs[0], hits(0)))
+                        for scenario, make in (("miss", miss_requests(uuid.uuid4().hex[:8], k, r)), ("hit", hits)):
+                            runs.setdefault((label, scenario, level), []).append(
+                                await measure(stubs, scenario, make, per_round, level, CpuMeter(pids)))
+                async with channels(empty_addr, Settings()) as stubs:
+                    runs.setdefault(("", "empty", level), []).append(
+                        await measure(stubs, "empty", lambda _i: EMPTY_REQUEST, per_round, level, empty_meter))
+
+        for r in range(rounds):
+            asyncio.run(one_round(r))
+    order = {"empty": 0, "miss": 1, "hit": 2}
+    rows = [summarize(_summed(parts), label) for (label, _s, _l), parts in
+            sorted(runs.items(), key=lambda kv: (kv[0][0] != "", kv[0][0], order[kv[0][1]], kv[0][2]))]
+    return rows, {"cache_hit_verified": bool(verified) and all(verified), "rounds": rounds}
+
+
+def _summed(parts: list[Run]) -> Run:
+    total = Run(parts[0].scenario, parts[0].concurrency)
+    for part in parts:
+        total.latencies_ms += part.latencies_ms
+        total.degraded += part.degraded
+        total.wall_s += part.wall_s
+        total.client_cpu_s += part.client_cpu_s
+        for name, n in part.errors.items():
+            total.errors[name] = total.errors.get(name, 0) + n
+        for group, t in part.server_cpu_s.items():
+            total.server_cpu_s[group] = total.server_cpu_s.get(group, 0.0) + t
+    return total
+
+
+def _use_key(settings: Settings) -> None:
+    """Every call carries a new read key with a limit far above what one client sends."""
+    global KEY
+    from storage.api_keys import create_key
+    from storage.db import connect
+
+    with connect(settings.database_url) as conn:
+        _, key = create_key(conn, "read", "make bench", {"rate_per_s": 1e6, "burst": 1_000_000})
+        conn.commit()
+    KEY = (("authorization", f"Bearer {key}"),)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
+    from recsys import processes
+
+    ours = processes.ROOT
+    if args.code is not None:
+        args.no_doc = True
     settings = Settings.from_env() if args.addr else _stack_settings()
     if args.addr:
         require_serving(args.addr, settings)
     load_before = os.getloadavg()[0]  # other work on the machine skews the numbers: record it
     print(f"benchmarking: {args.calls} calls per scenario at {args.in_flight} in flight; "
           f"1-minute load average {load_before:.2f}", file=sys.stderr, flush=True)
-    with empty_server() as (empty_addr, empty_pid):
-        rows = asyncio.run(bench_empty(empty_addr, args.calls, args.in_flight,
-                                       CpuMeter({"empty server": [empty_pid]}, databases=False)))
+    rows: list[Row] = []
     notes: dict[str, object] = {}
-    if args.addr:
-        found, notes = asyncio.run(bench(args.addr, args.calls, args.in_flight, args.k, settings))
-        rows += found
-    variants = [(d, n) for d in args.deployments for n in args.processes]
-    for deployment, n in [] if args.addr else variants:
-        label = deployment if n == 1 else f"{deployment} x{n}"
-        print(f"starting a {label} stack ...", file=sys.stderr, flush=True)
-        with own_stack(settings, deployment, n) as (own, pids):
-            found, seen = asyncio.run(bench(own.orchestrator_addr, args.calls, args.in_flight, args.k, own,
-                                            CpuMeter(pids), label))
-        rows += found
-        notes.setdefault("cache_hit_verified", seen["cache_hit_verified"])
-        notes["cache_hit_verified"] = bool(notes["cache_hit_verified"]) and bool(seen["cache_hit_verified"])
-        notes["model_version"] = seen.get("model_version")
-        if "errors" in seen:
-            notes[f"errors ({label})"] = seen["errors"]
+    if args.auth and not args.addr:
+        settings = replace(settings, auth="on")
+        _use_key(settings)
+    # (code, label): with --code, its stack and ours in turn for each variant (a host's speed drifts)
+    codes = [(args.code.resolve(), "before: "), (ours, "")] if args.code is not None else [(ours, "")]
+    variants = [(code, prefix, d, n) for d in args.deployments for n in args.processes for code, prefix in codes]
+    with empty_server() as (empty_addr, empty_pid):
+        empty_meter = CpuMeter({"empty server": [empty_pid]}, databases=False)
+        if args.addr:
+            rows += asyncio.run(bench_empty(empty_addr, args.calls, args.in_flight, empty_meter))
+            found, notes = asyncio.run(bench(args.addr, args.calls, args.in_flight, args.k, settings))
+            rows += found
+        if args.rounds and not args.addr:
+            labelled = [(prefix + (d if n == 1 else f"{d} x{n}") + (" +auth" if args.auth else ""), code, d, n)
+                        for code, prefix, d, n in variants]
+            found, seen = interleaved(settings, labelled, args.calls, args.rounds, args.in_flight, args.k,
+                                      empty_addr, empty_meter)
+            rows += found
+            notes.update(seen)
+            variants = []
+        for code, prefix, deployment, n in [] if args.addr else variants:
+            label = prefix + (deployment if n == 1 else f"{deployment} x{n}") + (" +auth" if args.auth else "")
+            print(f"starting a {label} stack ...", file=sys.stderr, flush=True)
+            processes.ROOT = code  # `python -m recsys.cli` runs the code of its working directory
+            with own_stack(settings, deployment, n) as (own, pids):
+                # the yardstick right before the stack's own rows: the ratio holds however the host drifts
+                rows += [replace(r, deployment=label)
+                         for r in asyncio.run(bench_empty(empty_addr, args.calls, args.in_flight, empty_meter))]
+                found, seen = asyncio.run(bench(own.orchestrator_addr, args.calls, args.in_flight, args.k, own,
+                                                CpuMeter(pids), label))
+            processes.ROOT = ours
+            rows += found
+            notes.setdefault("cache_hit_verified", seen["cache_hit_verified"])
+            notes["cache_hit_verified"] = bool(notes["cache_hit_verified"]) and bool(seen["cache_hit_verified"])
+            notes["model_version"] = seen.get("model_version")
+            if "errors" in seen:
+                notes[f"errors ({label})"] = seen["errors"]
     rows = with_ratios(rows)
+    if not args.addr:
+        from core.artifacts import current_version
+
+        notes.setdefault("model_version", current_version(settings.artifacts_dir))
     notes["load_avg_1m"] = {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2)}
     report = {
         "timestamp": datetime.now(UTC).isoformat(timespec="seconds"), "target": args.addr or "own stacks",
