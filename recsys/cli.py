@@ -42,12 +42,16 @@ tls_app = typer.Typer(help="TLS certificates (docs/security.md).", no_args_is_he
 app.add_typer(tls_app, name="tls")
 
 
-def _settings(start_servers: bool = True) -> Settings:
+def _from_env() -> Settings:
     try:
-        settings = Settings.from_env()
+        return Settings.from_env()
     except ValueError as exc:  # a setting's value (named in the message) is not one it takes
         typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+
+
+def _settings(start_servers: bool = True) -> Settings:
+    settings = _from_env()
     if start_servers and (not settings.database_url or not settings.redis_url):
         from recsys.embedded import ensure_servers
 
@@ -448,11 +452,11 @@ def serve(
     from recsys import workers
 
     if service == "orchestrator":  # several processes: their shared metrics directory, before core.metrics loads
-        workers.prepare(Settings.from_env())
+        workers.prepare(_from_env())
     from core.tls import server_tls
     from recsys import processes
 
-    server_tls(Settings.from_env())  # TLS settings that cannot work: one line, before anything starts
+    server_tls(_from_env())  # TLS settings that cannot work: one line, before anything starts
     settings = _settings()
     if service == "all":
         processes.start_all(settings)
