@@ -87,7 +87,9 @@ def start(settings: Settings, name: str, timeout_s: float = 120.0) -> subprocess
         if proc.poll() is not None:
             raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_file(settings, name)}")
         if is_serving(address(settings, name), 0.5, LIVENESS, settings):
-            _report_readiness(settings, name, deadline)
+            # several orchestrator processes load at once and are ready together: give them longer
+            more = 10.0 * (settings.orchestrator_processes - 1) if name == "orchestrator" else 0.0
+            _report_readiness(settings, name, deadline, 5.0 + more)
             return proc
         time.sleep(0.2)
     proc.terminate()
