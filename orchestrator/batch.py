@@ -6,6 +6,7 @@ in PostgreSQL for the degraded path; each call also warms that user's cache entr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -32,7 +33,7 @@ def users_to_refresh(database_url: str, inactive_days: int | None) -> list[str]:
 
 
 async def _recommend_all(addr: str, users: list[str], k: int, surface: str, concurrency: int,
-                         settings: Settings) -> list[tuple]:
+                         settings: Settings, metadata: Sequence[tuple[str, str]] = ()) -> list[tuple]:
     out: list[tuple] = []
     gate = asyncio.Semaphore(concurrency)
     async with tls.aio_channel(addr, settings) as channel:
@@ -42,7 +43,7 @@ async def _recommend_all(addr: str, users: list[str], k: int, surface: str, conc
             async with gate:
                 resp = await stub.Recommend(pb.RecommendRequest(
                     user_id=user_id, k=k, context=pb.Context(surface=surface), request_id=f"batch-{user_id}"),
-                    timeout=10)
+                    timeout=10, metadata=tuple(metadata))
             if not resp.degraded:  # a degraded answer is no better than what the fallback has
                 out.append((user_id, surface, [i.item_id for i in resp.items], [i.score for i in resp.items],
                             resp.model_version))
@@ -55,15 +56,16 @@ async def _recommend_all(addr: str, users: list[str], k: int, surface: str, conc
 
 def precompute(database_url: str, addr: str, surface: str = "home", k: int = 50,
                inactive_days: int | None = None, concurrency: int = 8, users: list[str] | None = None,
-               settings: Settings | None = None) -> int:
+               settings: Settings | None = None, metadata: Sequence[tuple[str, str]] = ()) -> int:
     """Returns how many users got a stored answer. `users` (default: by inactivity) limits the run;
-    `settings` give the channel's TLS (None: plaintext)."""
+    `settings` give the channel's TLS (None: plaintext); `metadata` goes with every call (an API key, for
+    a Recommender that asks for one)."""
     users = users if users is not None else users_to_refresh(database_url, inactive_days)
     written = 0
     with psycopg.connect(database_url) as conn:
         for start in range(0, len(users), BATCH):
             rows = asyncio.run(_recommend_all(addr, users[start : start + BATCH], k, surface, concurrency,
-                                              settings or Settings()))
+                                              settings or Settings(), metadata))
             save_precomputed(conn, rows)
             conn.commit()
             written += len(rows)

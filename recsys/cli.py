@@ -223,10 +223,19 @@ def batch_precompute(
     inactive_days: Annotated[int | None, typer.Option(help="Only users inactive this many days")] = None,
 ) -> None:
     """Recommendations for every user through the running Recommender, stored for the degraded path."""
+    import grpc
+
     from orchestrator.batch import precompute
+    from recsys.client import credentials
 
     settings = _settings()
-    n = precompute(settings.database_url, settings.orchestrator_addr, surface, k, inactive_days, settings=settings)
+    try:  # with the key in RECSYS_API_KEY, as every client command sends it
+        n = precompute(settings.database_url, settings.orchestrator_addr, surface, k, inactive_days,
+                       settings=settings, metadata=credentials())
+    except grpc.RpcError as exc:
+        hint = {grpc.StatusCode.UNAVAILABLE: " (is the stack running? `make demo` or `recsys serve all`)",
+                grpc.StatusCode.UNAUTHENTICATED: " (set RECSYS_API_KEY to a key of scope read or above)"}
+        raise _fail(f"{exc.code().name}: {exc.details()}{hint.get(exc.code(), '')}") from None
     _say(f"precomputed {n} users for surface {surface!r} (and warmed their cache entries)")
 
 

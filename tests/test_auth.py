@@ -238,3 +238,15 @@ def test_keys_create_list_revoke(database_url: str, redis_url: str) -> None:
                        (("revoke", "999999"), "no API key 999999"), (("revoke", "abc"), "ID 'abc'")):
         code, _, err = run(*args)
         assert code == 2 and says in err and "Traceback" not in err and len(err.strip().splitlines()) <= 2, err
+
+
+def test_batch_precompute_sends_the_api_key(secured: Settings) -> None:
+    """`recsys batch precompute` calls the Recommender with RECSYS_API_KEY, as the other client commands do."""
+    from orchestrator.batch import precompute
+
+    with pytest.raises(grpc.RpcError) as err:
+        precompute(secured.database_url, secured.orchestrator_addr, "home", 5, users=["12"])
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    _, key = _key(secured, "read")
+    assert precompute(secured.database_url, secured.orchestrator_addr, "home", 5, users=["12"],
+                      metadata=_as(key)) == 1
