@@ -40,6 +40,7 @@ import json
 import os
 import platform
 import random
+import re
 import subprocess
 import sys
 import time
@@ -293,14 +294,15 @@ def _answers(addr: str) -> bool:
 
 
 @contextmanager
-def own_stack(settings: Settings, deployment: str, processes: int = 1,
+def own_stack(settings: Settings, deployment: str, processes: int = 1, label: str = "",
               ) -> Iterator[tuple[Settings, dict[str, list[int]]]]:
     """A stack of `deployment` with `processes` orchestrator processes on ports of its own (the demo's may
     be running), over the same PostgreSQL, Redis and model; its settings and pids per service. Stopped on exit."""
     from recsys import processes as procs
 
-    label = deployment if processes == 1 else f"{deployment}-x{processes}"
-    var_dir = procs.side_var_dir(settings, settings.var_dir / "bench" / label)
+    # a directory of its own per stack (its pid files): two stacks up at once must not share one
+    name = re.sub(r"[^a-z0-9]+", "-", (label or f"{deployment} x{processes}").lower()).strip("-")
+    var_dir = procs.side_var_dir(settings, settings.var_dir / "bench" / name)
     ports = {f"{name}_addr": f"127.0.0.1:{free_port()}" for name in ("orchestrator", "retrieval", "ranking", "worker")}
     metrics = {f"{name}_metrics_addr": f"127.0.0.1:{free_port()}"
                for name in ("orchestrator", "retrieval", "ranking", "worker")}
@@ -311,7 +313,7 @@ def own_stack(settings: Settings, deployment: str, processes: int = 1,
         deadline = time.monotonic() + 120  # ready once all its processes serve (core/process_group.py)
         while not procs.is_serving(own.orchestrator_addr, 1.0, settings=own):
             if time.monotonic() > deadline:
-                raise RuntimeError(f"the {label} stack did not become ready; see {procs.log_file(own, 'orchestrator')}")
+                raise RuntimeError(f"the {name} stack did not become ready; see {procs.log_file(own, 'orchestrator')}")
             time.sleep(0.2)
         pids = {name: with_children(int(procs.pid_file(own, name).read_text())) for name in procs.services(own)}
         yield own, pids
@@ -498,7 +500,7 @@ def interleaved(settings: Settings, variants: list[tuple[str, Path, str, int]], 
         started = []
         for label, code, deployment, n in variants:
             procs.ROOT = code
-            started.append((label, *stacks.enter_context(own_stack(settings, deployment, n))))
+            started.append((label, *stacks.enter_context(own_stack(settings, deployment, n, label))))
         procs.ROOT = ours
 
         async def one_round(r: int) -> None:
@@ -589,7 +591,7 @@ def main(argv: list[str] | None = None) -> int:
             label = prefix + (deployment if n == 1 else f"{deployment} x{n}") + (" +auth" if args.auth else "")
             print(f"starting a {label} stack ...", file=sys.stderr, flush=True)
             processes.ROOT = code  # `python -m recsys.cli` runs the code of its working directory
-            with own_stack(settings, deployment, n) as (own, pids):
+            with own_stack(settings, deployment, n, label) as (own, pids):
                 # the yardstick right before the stack's own rows: the ratio holds however the host drifts
                 rows += [replace(r, deployment=label)
                          for r in asyncio.run(bench_empty(empty_addr, args.calls, args.in_flight, empty_meter))]
