@@ -1,9 +1,10 @@
 """`make bench`: what a Recommend costs, as a ratio to the cheapest gRPC call this machine serves.
 
     .venv/bin/python -m loadtest.bench [--calls 1000] [--in-flight 1,8,32] [--processes 1,2]
-                                       [--deployments separate,colocated] [--addr HOST:PORT]
+                                       [--deployments separate,colocated] [--rounds 4] [--auth]
+                                       [--code OTHER_CHECKOUT] [--addr HOST:PORT]
 
-Needs the data and a trained model (`make demo` or `recsys train`). It starts, in turn:
+Needs the data and a trained model (`make demo` or `recsys train`). It starts:
 
 - an empty-call server (loadtest/empty_server.py: a Recommend that answers 100 ids and does
   nothing else), the yardstick;
@@ -25,8 +26,10 @@ interleaving makes it drift for all of them alike. --rounds 0 measures one stack
 For each row: req/s, p50, p99, the servers' CPU per call (the stack's processes, PostgreSQL and
 Redis, from /proc: loadtest/cpu.py), the client's, and req/s as a ratio to the empty call at 8 in
 flight. Prints the table; writes it with the machine's description and load to
-reports/bench-latest.{json,md} and between the markers in docs/benchmarks.md. With --addr it
-measures that running Recommender instead of starting stacks (its servers' CPU is then unknown).
+reports/bench-latest.{json,md} and between the markers in docs/benchmarks.md. --auth: API keys on,
+every call with a key whose rate limit is checked and never reached. --code: each stack also from
+another checkout's code, beside ours (a before/after). --addr: that running Recommender instead of
+stacks of its own (its servers' CPU is then unknown).
 Each call writes an exposure row (and a miss a cache entry, expiring with the cache TTL), as real
 traffic does.
 """
