@@ -87,7 +87,7 @@ class _Published:
         self._tmp = tempfile.TemporaryDirectory(prefix="recsys-eval-")
         self.catalog_col = {item_id: c for c, item_id in enumerate(catalog)}
         self.n_items = len(catalog)
-        timed = timed_histories(data.interactions)  # storage.interactions.user_history_with_types' order
+        timed = timed_histories(data.interactions)  # storage.interactions.user_and_history's order
         self.history = {u: items[:HISTORY_LIMIT] for u, (items, _) in timed.items()}
         self.times = {u: times[:RECENT_FOR_MODEL].tolist() for u, (_, times) in timed.items()}
         self.attributes = features.user_attributes(data)

@@ -83,8 +83,9 @@ CROSS JOIN LATERAL (
 async def user_and_history(
     conn: AsyncConnection, user_id: str, limit: int = 1000,
 ) -> tuple[UserRecord | None, list[HistoryEntry]]:
-    """The user's row (None when there is none) and user_history_with_types, in one statement: a miss
-    reads its user in one round trip, three arrays instead of a row per item."""
+    """The user's row (None when there is none) and the distinct items they interacted with, most recent
+    first, each with the interaction types seen and the time of the latest one (the ranker's session
+    features). One statement: a miss reads its user in one round trip, three arrays, not a row per item."""
     cur = conn.cursor(row_factory=tuple_row)
     await cur.execute(_USER_AND_HISTORY, {"user": user_id, "limit": limit})
     row = await cur.fetchone()
@@ -94,15 +95,3 @@ async def user_and_history(
     if not ids:
         return user, []
     return user, [HistoryEntry(i, set(t.split(",")), s) for i, t, s in zip(ids, types, ts, strict=True)]
-
-
-async def user_history_with_types(conn: AsyncConnection, user_id: str, limit: int = 1000) -> list[HistoryEntry]:
-    """The distinct items a user interacted with, most recent first, each with the interaction types
-    seen and the time of the latest one (the ranker's session features)."""
-    cur = await conn.execute(
-        """SELECT item_id, array_agg(DISTINCT type) AS types, extract(epoch FROM max(ts))::float8 AS ts
-           FROM interactions WHERE user_id = %s
-           GROUP BY item_id ORDER BY max(ts) DESC, item_id LIMIT %s""",
-        (user_id, limit),
-    )
-    return [HistoryEntry(r["item_id"], set(r["types"]), r["ts"]) for r in await cur.fetchall()]

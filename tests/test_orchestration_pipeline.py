@@ -193,13 +193,15 @@ def test_history_carries_each_items_latest_time(stack: Settings) -> None:
     import asyncio
 
     from storage.db import async_pool
-    from storage.interactions import user_history_with_types
+    from storage.interactions import user_and_history
 
     async def history() -> list:
         pool = await async_pool(stack.database_url)
         try:
             async with pool.connection() as conn:
-                return await user_history_with_types(conn, "7", 50)
+                user, entries = await user_and_history(conn, "7", 50)
+                assert user is not None and user.user_id == "7"
+                return entries
         finally:
             await pool.close()
 
