@@ -252,9 +252,8 @@ async def bench(addr: str, calls: int, levels: list[int], k: int, settings: Sett
 
 async def bench_empty(addr: str, calls: int, levels: list[int], meter: CpuMeter) -> list[Row]:
     async with channels(addr, Settings()) as stubs:
-        request = pb.RecommendRequest(user_id=HIT_USER, k=10, context=pb.Context(surface="empty"))
-        await measure(stubs, "warmup", lambda _i: request, WARMUP_CALLS, len(stubs))
-        return [summarize(await measure(stubs, "empty", lambda _i: request, calls, n, meter)) for n in levels]
+        await measure(stubs, "warmup", lambda _i: EMPTY_REQUEST, WARMUP_CALLS, len(stubs))
+        return [summarize(await measure(stubs, "empty", lambda _i: EMPTY_REQUEST, calls, n, meter)) for n in levels]
 
 
 # ---------------------------------------------------------------------------- the servers
@@ -306,11 +305,9 @@ def own_stack(settings: Settings, deployment: str, processes: int = 1, label: st
     # a directory of its own per stack (its pid files): two stacks up at once must not share one
     name = re.sub(r"[^a-z0-9]+", "-", (label or f"{deployment} x{processes}").lower()).strip("-")
     var_dir = procs.side_var_dir(settings, settings.var_dir / "bench" / name)
-    ports = {f"{name}_addr": f"127.0.0.1:{free_port()}" for name in ("orchestrator", "retrieval", "ranking", "worker")}
-    metrics = {f"{name}_metrics_addr": f"127.0.0.1:{free_port()}"
-               for name in ("orchestrator", "retrieval", "ranking", "worker")}
-    own = replace(settings, deployment=deployment, orchestrator_processes=processes, var_dir=var_dir,
-                  **ports, **metrics)
+    ports = {f"{svc}{kind}": f"127.0.0.1:{free_port()}"
+             for svc in procs.SERVICES for kind in ("_addr", "_metrics_addr")}
+    own = replace(settings, deployment=deployment, orchestrator_processes=processes, var_dir=var_dir, **ports)
     own = procs.start_all(own)
     try:
         deadline = time.monotonic() + 120  # ready once all its processes serve (core/process_group.py)
@@ -318,11 +315,11 @@ def own_stack(settings: Settings, deployment: str, processes: int = 1, label: st
             if time.monotonic() > deadline:
                 raise RuntimeError(f"the {name} stack did not become ready; see {procs.log_file(own, 'orchestrator')}")
             time.sleep(0.2)
-        pids = {name: with_children(int(procs.pid_file(own, name).read_text())) for name in procs.services(own)}
+        pids = {svc: with_children(int(procs.pid_file(own, svc).read_text())) for svc in procs.services(own)}
         yield own, pids
     finally:
-        for name in reversed(procs.services(own)):
-            procs.stop(own, name)
+        for svc in reversed(procs.services(own)):
+            procs.stop(own, svc)
 
 
 # ---------------------------------------------------------------------------- reporting
@@ -412,9 +409,10 @@ def write_reports(report: dict, out_dir: Path, doc: Path | None = None) -> tuple
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "bench-latest.json", out_dir / "bench-latest.md"
     json_path.write_text(json.dumps(report, indent=2) + "\n")
-    md_path.write_text("# Recommend benchmark\n\n" + markdown(report))
+    table = markdown(report)
+    md_path.write_text("# Recommend benchmark\n\n" + table)
     if doc is not None:
-        update_doc(doc, markdown(report))
+        update_doc(doc, table)
     return json_path, md_path
 
 
@@ -573,25 +571,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.auth and not args.addr:
         settings = replace(settings, auth="on")
         _use_key(settings)
-    # (code, label): with --code, its stack and ours in turn for each variant (a host's speed drifts)
+    # with --code, its stack beside ours for each variant (a host's speed drifts: measure them together)
     codes = [(args.code.resolve(), "before: "), (ours, "")] if args.code is not None else [(ours, "")]
-    variants = [(code, prefix, d, n) for d in args.deployments for n in args.processes for code, prefix in codes]
+    variants = [(prefix + (d if n == 1 else f"{d} x{n}") + (" +auth" if args.auth else ""), code, d, n)
+                for d in args.deployments for n in args.processes for code, prefix in codes]
     with empty_server() as (empty_addr, empty_pid):
         empty_meter = CpuMeter({"empty server": [empty_pid]}, databases=False)
         if args.addr:
             rows += asyncio.run(bench_empty(empty_addr, args.calls, args.in_flight, empty_meter))
             found, notes = asyncio.run(bench(args.addr, args.calls, args.in_flight, args.k, settings))
             rows += found
-        if args.rounds and not args.addr:
-            labelled = [(prefix + (d if n == 1 else f"{d} x{n}") + (" +auth" if args.auth else ""), code, d, n)
-                        for code, prefix, d, n in variants]
-            found, seen = interleaved(settings, labelled, args.calls, args.rounds, args.in_flight, args.k,
+        elif args.rounds:
+            found, seen = interleaved(settings, variants, args.calls, args.rounds, args.in_flight, args.k,
                                       empty_addr, empty_meter)
             rows += found
             notes.update(seen)
-            variants = []
-        for code, prefix, deployment, n in [] if args.addr else variants:
-            label = prefix + (deployment if n == 1 else f"{deployment} x{n}") + (" +auth" if args.auth else "")
+        for label, code, deployment, n in [] if args.addr or args.rounds else variants:
             print(f"starting a {label} stack ...", file=sys.stderr, flush=True)
             processes.ROOT = code  # `python -m recsys.cli` runs the code of its working directory
             with own_stack(settings, deployment, n, label) as (own, pids):
