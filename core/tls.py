@@ -111,6 +111,10 @@ def aio_channel(addr: str, settings: Settings, options: Options = None,
     return grpc.aio.secure_channel(addr, credentials, options=options, interceptors=interceptors)
 
 
+class AddressInUse(RuntimeError):
+    """A server cannot bind its address (another process listens there)."""
+
+
 def listen(server: grpc.aio.Server, addr: str, tls: ServerTls | None) -> None:
     """Bind addr, with TLS when given, and say in the log which it is."""
     if tls is None:
@@ -124,7 +128,7 @@ def listen(server: grpc.aio.Server, addr: str, tls: ServerTls | None) -> None:
         if port:
             log.info("TLS on %s (client certificates %s)", addr, "required" if tls.client_auth else "not required")
     if port == 0:
-        raise RuntimeError(f"cannot listen on {addr}: address in use?")
+        raise AddressInUse(f"cannot listen on {addr}: address in use?")
 
 
 def _both(settings: Settings, cert: str, key: str) -> None:

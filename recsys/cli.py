@@ -462,7 +462,7 @@ def serve(
 
     if service == "orchestrator":  # several processes: their shared metrics directory, before core.metrics loads
         workers.prepare(_from_env())
-    from core.tls import server_tls
+    from core.tls import AddressInUse, server_tls
     from recsys import processes
 
     server_tls(_from_env())  # TLS settings that cannot work: one line, before anything starts
@@ -500,9 +500,7 @@ def serve(
     try:
         with workers.helpers(settings) if service == "orchestrator" else contextlib.nullcontext():
             asyncio.run(run(settings))
-    except RuntimeError as exc:  # the address is taken: one line, not a traceback
-        if "cannot listen on" not in str(exc):
-            raise
+    except AddressInUse as exc:  # one line, not a traceback
         raise _fail(str(exc)) from None
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from core import process_group
 from core.config import Settings
+from core.tls import AddressInUse
 
 INDEX_ENV = "RECSYS_PROCESS_INDEX"  # 0 (or unset): the first process; 1..N-1: the ones it started
 METRICS_DIR_ENV = "RECSYS_METRICS_DIR"
@@ -63,7 +64,7 @@ def require_free(addr: str) -> None:
         try:
             s.bind((host.strip("[]") or "0.0.0.0", int(port)))
         except OSError as exc:
-            raise RuntimeError(f"cannot listen on {addr}: {exc.strerror or exc}") from None
+            raise AddressInUse(f"cannot listen on {addr}: {exc.strerror or exc}") from None
 
 
 @contextmanager
