@@ -36,6 +36,12 @@ def _processes(value: int) -> int:
     return value
 
 
+def _non_negative(name: str, value: N) -> N:
+    if value < 0:
+        raise ValueError(f"{name}={value}: must be 0 or more")
+    return value
+
+
 def _file(name: str) -> str:
     """A file's path made absolute ("" when unset): services started from another directory find it too."""
     value = os.environ.get(name, "").strip()
@@ -76,6 +82,11 @@ class Settings:
     worker_metrics_addr: str = "127.0.0.1:9154"
     # Recommend cache TTL in seconds.
     cache_ttl_s: int = 1800
+    # Users' histories kept in each orchestrator process's memory (orchestrator/histories.py): at most this
+    # many history items in all (0 = off), each user's read again after this many seconds (capped by the
+    # cache TTL) or once their cache generation moves (any accepted interaction).
+    hot_history_items: int = 200_000
+    hot_history_max_age_s: float = 60.0
     # Per-downstream-call timeouts (seconds), capped by the caller's deadline.
     retrieval_timeout_s: float = 0.5
     ranking_timeout_s: float = 0.5
@@ -135,6 +146,10 @@ class Settings:
             ranking_metrics_addr=os.environ.get("RECSYS_RANKING_METRICS_ADDR", "127.0.0.1:9153").strip(),
             worker_metrics_addr=os.environ.get("RECSYS_WORKER_METRICS_ADDR", "127.0.0.1:9154").strip(),
             cache_ttl_s=int(_env("RECSYS_CACHE_TTL_S", "1800")),
+            hot_history_items=_non_negative("RECSYS_HOT_HISTORY_ITEMS",
+                                            _number("RECSYS_HOT_HISTORY_ITEMS", "200000", int)),
+            hot_history_max_age_s=_non_negative("RECSYS_HOT_HISTORY_MAX_AGE_S",
+                                                _number("RECSYS_HOT_HISTORY_MAX_AGE_S", "60", float)),
             retrieval_timeout_s=float(_env("RECSYS_RETRIEVAL_TIMEOUT_S", "0.5")),
             ranking_timeout_s=float(_env("RECSYS_RANKING_TIMEOUT_S", "0.5")),
             db_checkout_timeout_s=float(_env("RECSYS_DB_CHECKOUT_TIMEOUT_S", "0.5")),
@@ -180,6 +195,8 @@ class Settings:
             "RECSYS_RANKING_METRICS_ADDR": self.ranking_metrics_addr,
             "RECSYS_WORKER_METRICS_ADDR": self.worker_metrics_addr,
             "RECSYS_CACHE_TTL_S": str(self.cache_ttl_s),
+            "RECSYS_HOT_HISTORY_ITEMS": str(self.hot_history_items),
+            "RECSYS_HOT_HISTORY_MAX_AGE_S": str(self.hot_history_max_age_s),
             "RECSYS_RETRIEVAL_TIMEOUT_S": str(self.retrieval_timeout_s),
             "RECSYS_RANKING_TIMEOUT_S": str(self.ranking_timeout_s),
             "RECSYS_DB_CHECKOUT_TIMEOUT_S": str(self.db_checkout_timeout_s),

@@ -7,7 +7,9 @@ handles_errors), but no serialization, no socket, no second server and no second
 failure arrives as the AioRpcError a remote call would raise, with the same status code, so the
 orchestrator's fail-open paths and failure notes cannot tell the two deployments apart.
 
-What a remote call has and this one does not: a deadline that interrupts the callee (a local call
+One difference on purpose: a servicer does not re-check every field of an in-process request
+(`in_process(context)`); the orchestrator built it from a public request it checked, and over gRPC the
+same servicer checks all of them. What a remote call has and this one does not: a deadline that interrupts the callee (a local call
 runs to the end on the event loop; the callee's own work is a few milliseconds of CPU), and
 isolation (a crash or a slow model takes the orchestrator with it). The separate services stay for
 that, and for scaling retrieval and ranking apart from the orchestrator.
@@ -28,11 +30,20 @@ class LocalContext:
     """The part of grpc.aio.ServicerContext the servicers use (handles_errors aborts): abort() raises what a
     client would see."""
 
+    # The caller is this process's orchestrator, whose requests are built from checked public input:
+    # servicers skip re-checking every field of them (core.validation over hundreds of ids per call).
+    in_process = True
+
     async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> None:
         raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
 
 
 _CONTEXT = LocalContext()
+
+
+def in_process(context: object) -> bool:
+    """True for a call through an InProcessStub (its requests need no second check), False over gRPC."""
+    return getattr(context, "in_process", False)
 
 
 class InProcessStub:

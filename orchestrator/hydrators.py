@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from orchestrator.pipeline import Candidate, Hydrator, QueryHydrator
 from orchestrator.query import Deps, RequestQuery
 from storage.interactions import user_and_history
@@ -11,7 +13,9 @@ HISTORY_LIMIT = 1000  # seen-filter horizon
 
 class UserHistory(QueryHydrator):
     """The user (demographics, preferences) and history (most recent first, with interaction types and
-    times) from PostgreSQL, and what the surface counts as seen. Fails open: a cold start, degraded."""
+    times) from PostgreSQL, or from this process's hot histories while the user's cache generation has
+    not moved (orchestrator/histories.py), and what the surface counts as seen. Fails open: a cold
+    start, degraded."""
 
     name = "user"
 
@@ -23,8 +27,15 @@ class UserHistory(QueryHydrator):
         return None if q.user_id else "no user"
 
     async def hydrate(self, q: RequestQuery) -> None:
-        async with self.deps.pool.connection() as conn:
-            q.user, q.history = await user_and_history(conn, q.user_id, HISTORY_LIMIT)
+        generation = q.scratch.get("cache_gen")  # read by the cache lookup (orchestrator/histories.py)
+        held = self.deps.histories.get(q.user_id, generation)
+        if held is not None:
+            q.user, q.history = held
+        else:
+            read_at = time.monotonic()
+            async with self.deps.pool.connection() as conn:
+                q.user, q.history = await user_and_history(conn, q.user_id, HISTORY_LIMIT)
+            self.deps.histories.put(q.user_id, generation, read_at, q.user, q.history)
         if not q.filters.include_seen:
             seen_types = q.params.seen_types
             q.seen = {h.item_id for h in q.history if not h.types.isdisjoint(seen_types)}

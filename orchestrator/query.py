@@ -20,6 +20,7 @@ from orchestrator.catalog import Catalog
 from orchestrator.dependencies import Breakers
 from orchestrator.exposures import ExposureLog
 from orchestrator.filter_expr import Filter as Expression
+from orchestrator.histories import HotHistories
 from orchestrator.pipeline import Trace
 from orchestrator.stats import Stats
 from protos import internal_pb2_grpc as ipb_grpc
@@ -46,6 +47,7 @@ class Deps:
     exposures: ExposureLog
     stats: Stats
     breakers: Breakers = field(default_factory=Breakers)  # the pool and the stubs hold theirs; Redis's here
+    histories: HotHistories = field(default_factory=lambda: HotHistories(0, 0))  # off unless given
 
 
 @dataclass
@@ -79,7 +81,7 @@ class RequestQuery:
     scratch: dict[str, Any] = field(default_factory=dict)  # per-request state a component shares (calls)
 
     @property
-    def types_by_item(self) -> dict[str, set[str]]:
+    def types_by_item(self) -> dict[str, frozenset[str]]:
         return {h.item_id: h.types for h in self.history}
 
     @property

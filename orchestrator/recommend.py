@@ -26,6 +26,7 @@ from orchestrator.config import OrchestratorConfig
 from orchestrator.convert import item_to_pb
 from orchestrator.dependencies import Breakers
 from orchestrator.exposures import ExposureLog
+from orchestrator.histories import HotHistories
 from orchestrator.hydrators import HISTORY_LIMIT
 from orchestrator.pipeline import Candidate, Pipeline, StageRecord, Trace
 from orchestrator.pipelines import Pipelines
@@ -97,8 +98,10 @@ class Recommender:
         self.settings = settings
         self.config = config or OrchestratorConfig()
         self.catalog = catalog
+        histories = HotHistories(settings.hot_history_items, min(settings.hot_history_max_age_s, settings.cache_ttl_s))
         self.deps = Deps(settings, pool, redis, retrieval, ranking, catalog, exposures, stats or Stats(redis),
-                         breakers or Breakers())
+                         breakers or Breakers(), histories)
+        self.histories = histories
         self.stats = self.deps.stats
         self.pool, self.redis = pool, redis
         self.versions = ModelVersion(self.deps)

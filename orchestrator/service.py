@@ -31,6 +31,7 @@ from orchestrator.validation import check_batch, check_id
 from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
+from storage import cache
 from storage.api_keys import ApiKey, find_key
 from storage.items import get_item, upsert_items
 from storage.users import get_user, upsert_user
@@ -82,8 +83,11 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     async def LogInteractions(
         self, request: pb.LogInteractionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.LogInteractionsResponse:
-        return await log_interactions(self.rec.pool, self.rec.redis, list(request.interactions),
-                                      self.rec.settings.cache_ttl_s, self.rec.deps.breakers)
+        try:
+            return await log_interactions(self.rec.pool, self.rec.redis, list(request.interactions),
+                                          self.rec.settings.cache_ttl_s, self.rec.deps.breakers)
+        finally:  # this process's next miss of these users reads their new history (orchestrator/histories.py)
+            self.rec.histories.forget({i.user_id for i in request.interactions})
 
     @handles_errors
     async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.User:
@@ -100,7 +104,16 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
             raise InvalidArgument("user", "is required")
         record = user_from_pb(request.user)
         async with self.rec.pool.connection() as conn:
-            return user_to_pb(await upsert_user(conn, record))
+            stored = user_to_pb(await upsert_user(conn, record))
+        # the new demographics and preferences show in the next answer: this process's hot history goes,
+        # and the generation bump makes the others' (and the cached answers) stale
+        self.rec.histories.forget([record.user_id])
+        try:
+            async with self.rec.deps.breakers.redis_guard():
+                await cache.bump(self.rec.redis, {record.user_id}, self.rec.settings.cache_ttl_s)
+        except Exception as exc:  # noqa: BLE001 - stored; cached answers and held histories age out
+            log.debug("user stored; the cache bump skipped: %s", exc)
+        return stored
 
     @handles_errors
     async def GetItem(self, request: pb.GetItemRequest, context: grpc.aio.ServicerContext) -> pb.Item:
@@ -137,6 +150,11 @@ def export_gauges(pool: GuardedPool, exposures: ExposureLog, breakers: Breakers,
                            if k in ("pool_size", "pool_available", "requests_waiting")])
     metrics.gauge("recsys_exposure_buffer_rows", "exposure rows waiting for the next COPY", [],
                   lambda: [([], float(exposures.buffered))])
+    held = recommender.histories
+    metrics.gauge("recsys_hot_histories", "users' histories held in memory (orchestrator/histories.py): users, "
+                  "items, and lookups found (hits) or not (misses) since start", ["stat"],
+                  lambda: [(["users"], float(len(held))), (["items"], float(held.size)),
+                           (["hits"], float(held.hits)), (["misses"], float(held.misses))])
     metrics.info("recsys_model_version", "the model version this replica last saw retrieval serve",
                  lambda: {"version": recommender.versions.current})
 

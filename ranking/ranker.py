@@ -4,8 +4,8 @@ One object per model version, loaded from the version folder training exported
 (ranker.lgb, ranker.json, ranker_signals.*, with the version's user tower and item
 vectors). The ranking service and the offline evaluation both call `Ranker.rank`, so
 what is evaluated is what is served. Everything a call needs is in memory: the user
-tower runs once, the features are numpy over in-process arrays, the trees run on one
-thread.
+tower runs once, the features are numpy over in-process arrays, the trees run compiled
+(ranking/trees.py) on one thread.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 from core import artifacts
 from core.ranker_features import COL, RankerSignals
 from core.user_encoder import UserEncoder
+from ranking.trees import Trees
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class Ranker:
                  item_ids: list[str], item_embeddings: np.ndarray, max_history: int) -> None:
         self.version = version
         self.model_version = f"ranker-{version}"
-        self.booster = booster
+        self.trees = Trees(booster)  # compiled (ranking/trees.py)
         self.signals = signals
         self.user_encoder = user_encoder
         self.max_history = max_history
@@ -93,7 +94,7 @@ class Ranker:
                 from_tower = ~with_vec & (np.asarray(sources, dtype=object) == "two_tower")
                 tt[from_tower] = rs[from_tower]
         x = self.signals.features(history, cand, tt, self.vectors, self.has_vector, gaps)
-        scores = self.booster.predict(x, num_threads=1)
+        scores = self.trees.predict(x)
         parts = np.empty((len(cand), len(self.part_names)), dtype=np.float64)
         parts[:, 0] = scores
         parts[:, 1:] = np.nan_to_num(x[:, self._part_cols], nan=0.0)
@@ -120,7 +121,7 @@ def load(version_dir: Path) -> Ranker | None:
     if meta is None:
         return None
     vectors = artifacts.load_item_vectors(version_dir)
-    booster = lgb.Booster(model_file=str(version_dir / artifacts.RANKER_MODEL_FILE))  # predict(): num_threads=1
+    booster = lgb.Booster(model_file=str(version_dir / artifacts.RANKER_MODEL_FILE))
     return Ranker(
         version=vectors.version, booster=booster, signals=RankerSignals.load(version_dir),
         user_encoder=vectors.user_encoder, item_ids=vectors.item_ids, item_embeddings=vectors.item_embeddings,
@@ -198,7 +199,8 @@ class RankerSlot:
         if ranker is None:
             log.info("version %s has no learned ranker: the weighted scorer serves", version)
         else:
-            log.info("ranking with the learned ranker of version %s (%d trees)", version, ranker.booster.num_trees())
+            log.info("ranking with the learned ranker of version %s (%d trees, %s)", version, ranker.trees.num_trees(),
+                     ranker.trees.engine)
         return True
 
     async def watch(self, interval_s: float = 2.0) -> None:

@@ -12,7 +12,7 @@ import grpc
 from core import metrics, tls
 from core.config import Settings
 from core.grpc_server import handles_errors, serve
-from core.in_process import Backend
+from core.in_process import Backend, in_process
 from core.service_auth import internal_interceptors
 from feature_store.store import OnlineFeatures
 from protos import internal_pb2 as ipb
@@ -29,7 +29,7 @@ class RankingServicer(ipb_grpc.RankingServicer):
 
     @handles_errors
     async def Rank(self, request: ipb.RankRequest, context: grpc.aio.ServicerContext) -> ipb.RankResponse:
-        return self.ranking.rank(request)
+        return self.ranking.rank(request, check=not in_process(context))
 
 
 async def load(settings: Settings) -> Backend:

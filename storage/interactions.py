@@ -63,7 +63,7 @@ async def user_history(conn: AsyncConnection, user_id: str, limit: int = 1000) -
 
 class HistoryEntry(NamedTuple):
     item_id: str
-    types: set[str]  # the interaction types seen with the item
+    types: frozenset[str]  # the interaction types seen with the item (one shared set per combination)
     ts: float  # unix seconds of the latest interaction with it
 
 
@@ -94,4 +94,15 @@ async def user_and_history(
     user = None if uid is None else UserRecord(uid, demographics, preferences, created_at, last_active_at)
     if not ids:
         return user, []
-    return user, [HistoryEntry(i, set(t.split(",")), s) for i, t, s in zip(ids, types, ts, strict=True)]
+    return user, [HistoryEntry(i, _types(t), s) for i, t, s in zip(ids, types, ts, strict=True)]
+
+
+_TYPE_SETS: dict[str, frozenset[str]] = {}
+
+
+def _types(joined: str) -> frozenset[str]:
+    """One frozenset per combination of types ("click,rating"): histories held in memory share them."""
+    found = _TYPE_SETS.get(joined)
+    if found is None:
+        found = _TYPE_SETS[joined] = frozenset(joined.split(","))
+    return found

@@ -1,7 +1,8 @@
 """The orchestrator through a PostgreSQL outage and a Redis restarted empty, really stopped: an
 orchestrator process of its own on PostgreSQL and Redis of the test's (tests/faults.py), with the
 session stack's retrieval and ranking, or (co-located) its model in the orchestrator's own process.
-Recommend keeps answering (degraded, marked) without waiting on the dead server; writes answer
+Recommend keeps answering (degraded, marked; a user whose history is held in memory, in full) without
+waiting on the dead server; writes answer
 UNAVAILABLE and a retry with the same event_id stores once; full answers come back within seconds
 of the server."""
 
@@ -81,9 +82,13 @@ def test_postgresql_down_recommend_degrades_writes_answer_unavailable_and_all_re
     eventually(lambda: _full(api), timeout_s=30)
     servers.stop_postgres()
     try:
-        answers = [_miss(api, str(u)) for u in range(1, 31)]  # every one within the 300 ms deadline
+        answers = [_miss(api, str(u)) for u in range(2, 31)]  # every one within the 300 ms deadline
         assert all(len(a.items) == 10 and a.degraded for a in answers)
         assert all(any("user history unavailable" in r for r in a.degraded_reasons) for a in answers)
+        # user 1, answered just before (_full), is held in memory (orchestrator/histories.py): still a
+        # full answer, from the history PostgreSQL gave before it went
+        held = _miss(api, "1")
+        assert not held.degraded and len(held.items) == 10, held.degraded_reasons
         # not ready (PostgreSQL unreachable: answers are cold starts), yet alive and answering; health
         # follows the breaker within its poll (0.2 s), later on a loop busy with the co-located model
         eventually(lambda: not processes.is_serving(own[1].orchestrator_addr, 1.0), timeout_s=3)

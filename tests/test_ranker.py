@@ -21,6 +21,7 @@ from core.ranker_features import COL, FEATURES, RankerSignals, SignalConfig
 from protos import internal_pb2 as ipb
 from protos import internal_pb2_grpc as ipb_grpc
 from ranking import ranker as served
+from ranking.trees import Trees
 from retrieval.retriever import Retriever
 from retrieval.service import RetrievalServicer
 from tests.test_training import synthetic
@@ -234,12 +235,12 @@ def test_export_load_round_trip_scores_like_the_trained_trees(published: tuple[D
     rows = sig.rows(candidates)
     tt = np.array([arts.item_embeddings[arts.item_index[c]] @ query for c in candidates[:3]] + [0.9], np.float32)
     x = sig.features(sig.rows(recent), rows, tt, ranker.vectors, ranker.has_vector)
-    assert np.allclose(out.scores, ranker.booster.predict(x, num_threads=1))
+    assert np.allclose(out.scores, ranker.trees.booster.predict(x, num_threads=1))
     # with the recent items' times (a repeat and an unknown item in the list keep them aligned)
     timed = ranker.rank("u1", [*recent[:2], "nope", recent[0], recent[2]], candidates, [0.1, 0.2, 0.3, 0.9],
                         ["two_tower"] * 4, attrs, recent_timestamps=[1000.0, 940.0, 900.0, 800.0, 700.0])
     x = sig.features(sig.rows(recent), rows, tt, ranker.vectors, ranker.has_vector, np.array([0.0, 60.0, 300.0]))
-    assert np.allclose(timed.scores, ranker.booster.predict(x, num_threads=1))
+    assert np.allclose(timed.scores, ranker.trees.booster.predict(x, num_threads=1))
     assert out.parts[3, out.part_names.index("two_tower")] == pytest.approx(0.9)  # unknown item: its retrieval score
 
     # a version exported without a ranker has none; the slot then leaves ranking to the weighted scorer
@@ -250,6 +251,23 @@ def test_export_load_round_trip_scores_like_the_trained_trees(published: tuple[D
     (version_dir.parent / "CURRENT").write_text(version_dir.name + "\n")
     assert slot.refresh() and slot.ranker is not None and slot.ranker.version == version_dir.name
     assert not slot.refresh()  # unchanged
+
+
+def test_compiled_trees_score_as_lightgbm_does(published: tuple[Dataset, Path]) -> None:
+    _, version_dir = published
+    ranker = served.load(version_dir)
+    assert ranker is not None
+    trees = ranker.trees
+    assert trees.engine == "lleaves"
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, len(FEATURES))) * 3
+    x[rng.random(x.shape) < 0.3] = np.nan  # missing features take the trees' default branches
+    assert np.allclose(trees.predict(x), trees.booster.predict(x, num_threads=1), rtol=0, atol=1e-9)
+    assert np.allclose(trees.predict(x.astype(np.float32)), trees.booster.predict(x.astype(np.float32)),
+                       rtol=0, atol=1e-9)  # what the features give (float32)
+    uncompiled = Trees(trees.booster, compile_trees=False)
+    assert uncompiled.engine == "lightgbm"
+    assert np.array_equal(uncompiled.predict(x), trees.booster.predict(x, num_threads=1))
 
 
 def test_ranker_rejects_a_feature_set_it_was_not_trained_on(published: tuple[Dataset, Path], tmp_path: Path) -> None:

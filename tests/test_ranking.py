@@ -28,7 +28,7 @@ class FakeRanker:
         self.model_version = f"ranker-{version}"
         self.prefer = list(prefer)
         self.fail = fail
-        self.booster = SimpleNamespace(num_trees=lambda: 1)
+        self.trees = SimpleNamespace(num_trees=lambda: 1, engine="fake")
 
     def rank(self, user_id: str, recent: Sequence[str], item_ids: Sequence[str], *args: Any, **kwargs: Any) -> Ranked:
         if self.fail:
