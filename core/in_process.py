@@ -12,8 +12,9 @@ One difference on purpose: a servicer does not re-check every field of an in-pro
 same servicer checks all of them.
 
 What a remote call has and this one does not: a deadline that interrupts the callee (a local call
-runs to the end on the event loop; the callee's own work is a few milliseconds of CPU), and isolation (a crash or a slow model takes the orchestrator with it). The separate services stay for
-that, and for scaling retrieval and ranking apart from the orchestrator.
+runs to the end on the event loop; the callee's own work is a few milliseconds of CPU), and isolation
+(a crash or a slow model takes the orchestrator with it). The separate services stay for that, and for
+scaling retrieval and ranking apart from the orchestrator.
 """
 
 from __future__ import annotations
