@@ -58,6 +58,7 @@ import grpc
 
 from core import tls
 from core.config import ROOT, Settings
+from loadtest import writes
 from loadtest.cpu import CpuMeter, with_children
 from loadtest.stack import require_serving
 from protos import recsys_pb2 as pb
@@ -73,6 +74,7 @@ WARMUP_CALLS = 20  # connection setup and first-call costs stay out of the numbe
 CHANNELS = 4  # connections the client spreads its calls over, as many callers would: with several
 # orchestrator processes (RECSYS_ORCHESTRATOR_PROCESSES) each connection is served by one of them
 REFERENCE_IN_FLIGHT = 8  # the ratio's denominator: the empty call's req/s at this many in flight
+FRESHNESS_PROBES = 50  # under the batch-1 LogInteractions load (loadtest/writes.py)
 MARK_START, MARK_END = "<!-- make bench: start -->", "<!-- make bench: end -->"
 DOC = ROOT / "docs" / "benchmarks.md"
 
@@ -388,6 +390,14 @@ def markdown(report: dict) -> str:
                   *(f"| {r.deployment or '-'} | {r.scenario} | {r.concurrency} | "
                     + " | ".join(f"{r.cpu_ms_by_group.get(g, 0.0):.2f}" for g in groups) + " |"
                     for r in rows if r.scenario != "empty" and r.cpu_ms_by_group), ""]
+    written = [writes.WriteRow(**w) for w in report["notes"].get("writes", [])]
+    if written:
+        lines += ["LogInteractions (loadtest/writes.py: bench users' clicks on random items, removed afterwards; "
+                  f"freshness: {FRESHNESS_PROBES} probes under the one-per-call load, from the acknowledgement "
+                  "to the first Recommend answer without the purchased item):", "",
+                  "| " + " | ".join(writes.COLUMNS) + " |",
+                  "| " + " | ".join(["---"] + ["---:"] * (len(writes.COLUMNS) - 1)) + " |",
+                  *("| " + " | ".join(writes.cells(w)) + " |" for w in written), ""]
     lines += [
         "empty: loadtest/empty_server.py, a Recommend answering 100 ids with no work; "
         "miss: a never-seen surface per call (a new cache key), random MovieLens users; "
@@ -521,10 +531,22 @@ def interleaved(settings: Settings, variants: list[tuple[str, Path, str, int]], 
 
         for r in range(rounds):
             asyncio.run(one_round(r))
+        written = [asyncio.run(write_rows(label, own, pids, calls)) for label, own, pids in started]
     order = {"empty": 0, "miss": 1, "hit": 2}
     rows = [summarize(_summed(parts), label) for (label, _s, _l), parts in
             sorted(runs.items(), key=lambda kv: (kv[0][0] != "", kv[0][0], order[kv[0][1]], kv[0][2]))]
-    return rows, {"cache_hit_verified": bool(verified) and all(verified), "rounds": rounds}
+    return rows, {"cache_hit_verified": bool(verified) and all(verified), "rounds": rounds,
+                  "writes": [asdict(w) for ws in written for w in ws]}
+
+
+async def write_rows(label: str, own: Settings, pids: dict[str, list[int]], calls: int) -> list[writes.WriteRow]:
+    """LogInteractions at each batch size (REFERENCE_IN_FLIGHT in flight), freshness probed under the batch-1
+    load (loadtest/writes.py); after the Recommend rows, whose users' histories they would change."""
+    async with channels(own.orchestrator_addr, own) as stubs:
+        return [await writes.measure(stubs, label, batch, calls if batch == 1 else max(20, calls // 5),
+                                     REFERENCE_IN_FLIGHT, CpuMeter(pids), KEY,
+                                     probes=FRESHNESS_PROBES if batch == 1 else 0)
+                for batch in writes.BATCHES]
 
 
 def _summed(parts: list[Run]) -> Run:
@@ -575,33 +597,39 @@ def main(argv: list[str] | None = None) -> int:
     codes = [(args.code.resolve(), "before: "), (ours, "")] if args.code is not None else [(ours, "")]
     variants = [(prefix + (d if n == 1 else f"{d} x{n}") + (" +auth" if args.auth else ""), code, d, n)
                 for d in args.deployments for n in args.processes for code, prefix in codes]
-    with empty_server() as (empty_addr, empty_pid):
-        empty_meter = CpuMeter({"empty server": [empty_pid]}, databases=False)
-        if args.addr:
-            rows += asyncio.run(bench_empty(empty_addr, args.calls, args.in_flight, empty_meter))
-            found, notes = asyncio.run(bench(args.addr, args.calls, args.in_flight, args.k, settings))
-            rows += found
-        elif args.rounds:
-            found, seen = interleaved(settings, variants, args.calls, args.rounds, args.in_flight, args.k,
-                                      empty_addr, empty_meter)
-            rows += found
-            notes.update(seen)
-        for label, code, deployment, n in [] if args.addr or args.rounds else variants:
-            print(f"starting a {label} stack ...", file=sys.stderr, flush=True)
-            processes.ROOT = code  # `python -m recsys.cli` runs the code of its working directory
-            with own_stack(settings, deployment, n, label) as (own, pids):
-                # the yardstick right before the stack's own rows: the ratio holds however the host drifts
-                rows += [replace(r, deployment=label)
-                         for r in asyncio.run(bench_empty(empty_addr, args.calls, args.in_flight, empty_meter))]
-                found, seen = asyncio.run(bench(own.orchestrator_addr, args.calls, args.in_flight, args.k, own,
-                                                CpuMeter(pids), label))
-            processes.ROOT = ours
-            rows += found
-            notes.setdefault("cache_hit_verified", seen["cache_hit_verified"])
-            notes["cache_hit_verified"] = bool(notes["cache_hit_verified"]) and bool(seen["cache_hit_verified"])
-            notes["model_version"] = seen.get("model_version")
-            if "errors" in seen:
-                notes[f"errors ({label})"] = seen["errors"]
+    try:
+        with empty_server() as (empty_addr, empty_pid):
+            empty_meter = CpuMeter({"empty server": [empty_pid]}, databases=False)
+            if args.addr:
+                rows += asyncio.run(bench_empty(empty_addr, args.calls, args.in_flight, empty_meter))
+                found, notes = asyncio.run(bench(args.addr, args.calls, args.in_flight, args.k, settings))
+                rows += found
+            elif args.rounds:
+                found, seen = interleaved(settings, variants, args.calls, args.rounds, args.in_flight, args.k,
+                                          empty_addr, empty_meter)
+                rows += found
+                notes.update(seen)
+            for label, code, deployment, n in [] if args.addr or args.rounds else variants:
+                print(f"starting a {label} stack ...", file=sys.stderr, flush=True)
+                processes.ROOT = code  # `python -m recsys.cli` runs the code of its working directory
+                with own_stack(settings, deployment, n, label) as (own, pids):
+                    # the yardstick right before the stack's own rows: the ratio holds however the host drifts
+                    rows += [replace(r, deployment=label)
+                             for r in asyncio.run(bench_empty(empty_addr, args.calls, args.in_flight, empty_meter))]
+                    found, seen = asyncio.run(bench(own.orchestrator_addr, args.calls, args.in_flight, args.k, own,
+                                                    CpuMeter(pids), label))
+                    notes.setdefault("writes", []).extend(
+                        asdict(w) for w in asyncio.run(write_rows(label, own, pids, args.calls)))
+                processes.ROOT = ours
+                rows += found
+                notes.setdefault("cache_hit_verified", seen["cache_hit_verified"])
+                notes["cache_hit_verified"] = bool(notes["cache_hit_verified"]) and bool(seen["cache_hit_verified"])
+                notes["model_version"] = seen.get("model_version")
+                if "errors" in seen:
+                    notes[f"errors ({label})"] = seen["errors"]
+    finally:
+        if not args.addr:  # the write rows' users: never left for training to read
+            print(f"removed {writes.clean_up(settings)} bench users and their rows", file=sys.stderr)
     rows = with_ratios(rows)
     if not args.addr:
         from core.artifacts import current_version
@@ -614,6 +642,8 @@ def main(argv: list[str] | None = None) -> int:
         "machine": machine(), "notes": notes, "results": [asdict(r) for r in rows],
     }
     print(text_table(rows))
+    for w in notes.get("writes", []):
+        print("  ".join(f"{c}={v}" for c, v in zip(writes.COLUMNS, writes.cells(writes.WriteRow(**w)), strict=True)))
     if not notes.get("cache_hit_verified"):
         print("note: the warmed request was not served from the cache (degraded answers are not cached); "
               "the hit rows measure misses", file=sys.stderr)
