@@ -74,13 +74,15 @@ class RecommendationCache:
         try:
             # the client's socket timeout (0.25 s, orchestrator/service.py) bounds the call: no timer task
             async with self.deps.breakers.redis_guard():
-                gen, raw = await cache.get(self.deps.redis, q.user_id, _field(q, req, self.versions.current))
+                gen, history_gen, raw = await cache.get(self.deps.redis, q.user_id,
+                                                        _field(q, req, self.versions.current))
         except Exception as exc:  # noqa: BLE001 - a cache is optional
             record.outcome, record.error = "failed", describe(exc)
             q.trace.degrade(record, f"cache unavailable: {record.error}")
             q.trace.finish(record)
             return None
         q.scratch["cache_gen"] = gen
+        q.scratch["history_gen"] = history_gen  # what a held history must match (orchestrator/histories.py)
         response = pb.RecommendResponse.FromString(raw) if raw else None
         if response is not None:
             inactive = [i.item_id for i in response.items if not self.deps.catalog.is_active(i.item_id)]

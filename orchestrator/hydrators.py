@@ -27,7 +27,7 @@ class UserHistory(QueryHydrator):
         return None if q.user_id else "no user"
 
     async def hydrate(self, q: RequestQuery) -> None:
-        generation = q.scratch.get("cache_gen")  # read by the cache lookup (orchestrator/histories.py)
+        generation = q.scratch.get("history_gen")  # read by the cache lookup (orchestrator/histories.py)
         held = self.deps.histories.get(q.user_id, generation)
         if held is not None:
             q.user, q.history = held

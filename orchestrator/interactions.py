@@ -19,6 +19,8 @@ from redis.asyncio import Redis
 from core.errors import InvalidArgument, Unavailable
 from orchestrator.convert import INTERACTION_TYPES, from_timestamp
 from orchestrator.dependencies import Breakers
+from orchestrator.histories import HotHistories
+from orchestrator.hydrators import HISTORY_LIMIT
 from orchestrator.validation import check_batch, check_finite, check_id
 from protos import recsys_pb2 as pb
 from storage import cache, streams
@@ -62,10 +64,11 @@ def interaction_from_pb(msg: pb.Interaction, field: str, now: datetime) -> Inter
 
 async def log_interactions(
     pool: AsyncConnectionPool, redis: Redis, batch: list[pb.Interaction], cache_ttl_s: int = 1800,
-    breakers: Breakers | None = None,
+    breakers: Breakers | None = None, histories: HotHistories | None = None,
 ) -> pb.LogInteractionsResponse:
     """PostgreSQL unavailable (down, or no connection within the checkout timeout): Unavailable, the
-    whole batch; a retry with the same event ids stores nothing twice."""
+    whole batch; a retry with the same event ids stores nothing twice. `histories`: this process's held
+    histories, which take the stored rows (orchestrator/histories.py)."""
     check_batch("interactions", len(batch))
     breakers = breakers or Breakers()
     now = datetime.now(UTC)
@@ -78,6 +81,7 @@ async def log_interactions(
             results[i].error_code, results[i].error = "INVALID_ARGUMENT", str(exc)
 
     stored: list[tuple[int, InteractionRecord]] = []
+    times: dict[str, float] = {}  # interaction id -> unix seconds as stored
     if valid:
         try:
             async with pool.connection() as conn:
@@ -95,6 +99,7 @@ async def log_interactions(
                     for (i, _), row in zip(stored, rows, strict=True):
                         results[i].accepted, results[i].duplicate = True, row.duplicate
                         results[i].interaction_id = str(row.interaction_id)
+                        times[results[i].interaction_id] = row.ts
         except Unavailable as exc:
             raise Unavailable(f"interactions: {exc}; the batch may not be stored: retry it with the same "
                               "event_id per entry to store each once") from exc
@@ -105,11 +110,28 @@ async def log_interactions(
     events = [Event(results[i].interaction_id, r.user_id, r.item_id, r.type, r.value)
               for i, r in stored if not results[i].duplicate]
     if events:
+        generations: dict[str, int] = {}
         try:
             async with breakers.redis_guard():
-                await cache.bump(redis, {e.user_id for e in events}, cache_ttl_s)
+                generations = await cache.bump(redis, {e.user_id for e in events}, cache_ttl_s)
                 await streams.publish(redis, events)
         except Exception as exc:  # noqa: BLE001 - see above
             log.debug("interactions stored; the stream and cache bump skipped: %s", exc)
+        if histories is not None:
+            _hold(histories, generations, events, times)
     n_ok = len(stored)
     return pb.LogInteractionsResponse(accepted=n_ok, rejected=len(batch) - n_ok, results=results)
+
+
+def _hold(histories: HotHistories, generations: dict[str, int], events: list[Event], times: dict[str, float]) -> None:
+    """The stored rows into this process's held histories, for users whose generation the bump moved (the
+    rest are dropped: a failed bump leaves the generation where the held entry was read)."""
+    rows: dict[str, list[tuple[str, str, float]]] = {}
+    for e in events:
+        rows.setdefault(e.user_id, []).append((e.item_id, e.type, times[e.interaction_id]))
+    for user_id, added in rows.items():
+        generation = generations.get(user_id)
+        if generation is None:
+            histories.forget([user_id])
+        else:
+            histories.logged(user_id, generation, added, HISTORY_LIMIT)

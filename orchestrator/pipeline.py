@@ -453,14 +453,18 @@ class Pipeline:
                 self._record(query.trace.note(c.stage, "off", f"gated off: {off}"))
                 return None
             record = query.trace.start(c.stage, n_in)
-        # a component that may not fail open is pure logic: no timer (a timer is a task per call)
+        # a component that may not fail open is pure logic: no timer
         timeout = budget(c, query) if c.fail_open and c.timer else None
         try:
             if timeout is None:
                 result = await call()
+            elif timeout <= 0:  # nothing left of its budget: not started
+                raise TimeoutError
             else:
-                # the event loop's timer holds the component to its budget exactly (and cancels it)
-                result = await asyncio.wait_for(call(), timeout)
+                # the event loop's timer holds the component to its budget exactly (and cancels it); a
+                # timeout scope, not wait_for's task per call
+                async with asyncio.timeout(timeout):
+                    result = await call()
             if out is not None:
                 record.candidates_out = out(result)
             return result

@@ -37,6 +37,7 @@ from orchestrator.stats import Stats
 from orchestrator.validation import recommend_query, similar_query, trending_query
 from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
+from storage.records import ItemRecord
 
 __all__ = ["HISTORY_LIMIT", "RECENT_FOR_MODEL", "Recommender"]
 
@@ -47,6 +48,7 @@ Answer = pb.RecommendResponse | pb.SimilarItemsResponse | pb.TrendingResponse
 # An answer's size, well under the 4 MiB a gRPC client accepts by default (docs/api-limits.md): k up to 500
 # items with up to 10,000-character descriptions and 16 KiB of attributes each would be far more.
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
+MAX_ITEM_MESSAGES = 200_000  # items' messages kept for decoration; all dropped at once past it
 
 
 def bound_response(response: Answer, limit: int = MAX_RESPONSE_BYTES) -> None:
@@ -108,6 +110,7 @@ class Recommender:
         self.cache = RecommendationCache(self.deps, self.versions)
         self.pipelines = Pipelines(self.deps)
         self._degraded_log = RateLimitedLog(log, interval_s=10.0)
+        self._items_pb: dict[str, tuple[ItemRecord, pb.Item]] = {}  # item id -> (record, its message)
 
     # ------------------------------------------------------------------ Recommend
 
@@ -212,5 +215,16 @@ class Recommender:
             item_id=c.item_id, score=c.score if ranked else c.retrieval_score, source=c.source,
             score_parts=c.parts.as_dict() if c.parts is not None else {},
             reason=reason(c.source, c.anchor, self.catalog, scope=c.scope, picked=c.picked),
-            item=item_to_pb(c.item) if c.item is not None else None,
+            item=self._item_pb(c.item) if c.item is not None else None,
         )
+
+    def _item_pb(self, record: ItemRecord) -> pb.Item:
+        """The item's message, made once per catalogue record (a changed item is a new record object)."""
+        held = self._items_pb.get(record.item_id)
+        if held is not None and held[0] is record:
+            return held[1]
+        if len(self._items_pb) >= MAX_ITEM_MESSAGES:
+            self._items_pb.clear()
+        msg = item_to_pb(record)
+        self._items_pb[record.item_id] = (record, msg)
+        return msg

@@ -83,11 +83,8 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
     async def LogInteractions(
         self, request: pb.LogInteractionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.LogInteractionsResponse:
-        try:
-            return await log_interactions(self.rec.pool, self.rec.redis, list(request.interactions),
-                                          self.rec.settings.cache_ttl_s, self.rec.deps.breakers)
-        finally:  # this process's next miss of these users reads their new history (orchestrator/histories.py)
-            self.rec.histories.forget({i.user_id for i in request.interactions})
+        return await log_interactions(self.rec.pool, self.rec.redis, list(request.interactions),
+                                      self.rec.settings.cache_ttl_s, self.rec.deps.breakers, self.rec.histories)
 
     @handles_errors
     async def GetUser(self, request: pb.GetUserRequest, context: grpc.aio.ServicerContext) -> pb.User:

@@ -5,6 +5,10 @@ request shape and model version) and the user's generation: a counter every acce
 interaction bumps. An answer is stored with the generation read before it was computed and
 served only while the generation is unchanged, so any interaction (weak or strong) shows in
 the next answer, even one logged while that answer was being computed.
+
+A second counter, the history generation, moves only when the user's row or history changes
+(interactions, UpsertUser), not when the worker's feature push makes answers stale: the
+orchestrator's hot histories (orchestrator/histories.py) are tagged with it.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from redis.asyncio import Redis
 
 _PREFIX = "recsys:rec:"
 GENERATION = "gen"
+HISTORY_GENERATION = "hgen"
 
 
 def user_key(user_id: str) -> str:
@@ -29,14 +34,15 @@ def fingerprint(*parts: object) -> str:
     return hashlib.blake2b("\x1f".join(map(str, parts)).encode(), digest_size=12).hexdigest()
 
 
-async def get(redis: Redis, user_id: str, field: str) -> tuple[int, bytes | None]:
-    """(the user's generation, the cached answer if it was written at that generation)."""
-    gen_raw, raw = await redis.hmget(user_key(user_id), [GENERATION, field])
-    gen = int(gen_raw or 0)
+async def get(redis: Redis, user_id: str, field: str) -> tuple[int, int, bytes | None]:
+    """(the user's generation, their history generation, the cached answer if it was written at that
+    generation)."""
+    gen_raw, history_raw, raw = await redis.hmget(user_key(user_id), [GENERATION, HISTORY_GENERATION, field])
+    gen, history = int(gen_raw or 0), int(history_raw or 0)
     if raw is None:
-        return gen, None
+        return gen, history, None
     stored, _, value = raw.partition(b":")
-    return gen, value if stored.isdigit() and int(stored) == gen else None
+    return gen, history, value if stored.isdigit() and int(stored) == gen else None
 
 
 async def put(redis: Redis, user_id: str, field: str, generation: int, value: bytes, ttl_s: int) -> None:
@@ -46,25 +52,31 @@ async def put(redis: Redis, user_id: str, field: str, generation: int, value: by
         await pipe.execute()
 
 
-def _bump(pipe: Any, user_ids: Iterable[str], ttl_s: int) -> None:
+def _bump(pipe: Any, user_ids: Iterable[str], ttl_s: int, history: bool) -> None:
     for user_id in user_ids:
         pipe.hincrby(user_key(user_id), GENERATION, 1)
+        if history:
+            pipe.hincrby(user_key(user_id), HISTORY_GENERATION, 1)
         pipe.expire(user_key(user_id), ttl_s)
 
 
-async def bump(redis: Redis, user_ids: set[str], ttl_s: int) -> None:
-    """The users did something: their cached answers are stale from now on. (Never delete the hash
-    instead: that would reset the generation, and an answer computed before could match it again.)"""
+async def bump(redis: Redis, user_ids: set[str], ttl_s: int) -> dict[str, int]:
+    """The users' row or history changed: their cached answers and held histories are stale from now on.
+    Each user's new history generation. (Never delete the hash instead: that would reset the generations,
+    and an answer computed before could match them again.)"""
     if not user_ids:
-        return
+        return {}
+    order = list(user_ids)
     async with redis.pipeline(transaction=False) as pipe:
-        _bump(pipe, user_ids, ttl_s)
-        await pipe.execute()
+        _bump(pipe, order, ttl_s, history=True)
+        replies = await pipe.execute()
+    return {user_id: int(replies[3 * i + 1]) for i, user_id in enumerate(order)}
 
 
 def bump_sync(redis: SyncRedis, user_ids: set[str], ttl_s: int) -> None:
-    """bump() for a synchronous client (the real-time worker)."""
+    """The users' features changed (the real-time worker): their cached answers are stale; their
+    histories, which the worker does not change, are not."""
     if user_ids:
         with redis.pipeline(transaction=False) as pipe:
-            _bump(pipe, user_ids, ttl_s)
+            _bump(pipe, user_ids, ttl_s, history=False)
             pipe.execute()

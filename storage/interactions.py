@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from psycopg import AsyncConnection
@@ -13,12 +14,14 @@ from storage.records import InteractionRecord, UserRecord
 class Stored(NamedTuple):
     interaction_id: int
     duplicate: bool  # its (user_id, event_id) was stored before: this row was not stored again
+    ts: float = 0.0  # unix seconds as stored (0.0 for a duplicate: the row stored before has its own)
 
 
 async def insert_interactions(conn: AsyncConnection, rows: list[InteractionRecord]) -> list[Stored]:
     """Insert in one transaction (callers validated users and items); the stored ids in order. A row
     whose (user_id, event_id) is already there is not stored again: its first id comes back."""
     ids: list[int | None] = []
+    times: list[float] = []
     async with conn.transaction():
         async with conn.cursor() as cur:
             # executemany in pipeline mode: one round trip for the batch, ids back in order.
@@ -26,19 +29,20 @@ async def insert_interactions(conn: AsyncConnection, rows: list[InteractionRecor
                 """INSERT INTO interactions (user_id, item_id, type, value, request_id, ts, event_id)
                    VALUES (%s, %s, %s, %s, %s, COALESCE(%s, now()), %s)
                    ON CONFLICT (user_id, event_id) WHERE event_id IS NOT NULL DO NOTHING
-                   RETURNING interaction_id""",
+                   RETURNING interaction_id, extract(epoch FROM ts)::float8 AS ts_s""",
                 [(r.user_id, r.item_id, r.type, r.value, r.request_id, r.ts, r.event_id) for r in rows],
                 returning=True,
             )
             while True:
                 row = await cur.fetchone()  # None: the row was there already
                 ids.append(row["interaction_id"] if row else None)
+                times.append(row["ts_s"] if row else 0.0)
                 if not cur.nextset():
                     break
         missing = [r for r, i in zip(rows, ids, strict=True) if i is None]
         earlier = await _event_ids(conn, missing) if missing else {}
-    return [Stored(i, False) if i is not None else Stored(earlier[(r.user_id, r.event_id or "")], True)
-            for r, i in zip(rows, ids, strict=True)]
+    return [Stored(i, False, t) if i is not None else Stored(earlier[(r.user_id, r.event_id or "")], True)
+            for r, i, t in zip(rows, ids, times, strict=True)]
 
 
 async def _event_ids(conn: AsyncConnection, rows: list[InteractionRecord]) -> dict[tuple[str, str], int]:
@@ -94,15 +98,13 @@ async def user_and_history(
     user = None if uid is None else UserRecord(uid, demographics, preferences, created_at, last_active_at)
     if not ids:
         return user, []
-    return user, [HistoryEntry(i, _types(t), s) for i, t, s in zip(ids, types, ts, strict=True)]
+    return user, [HistoryEntry(i, interned_types(t.split(",")), s) for i, t, s in zip(ids, types, ts, strict=True)]
 
 
-_TYPE_SETS: dict[str, frozenset[str]] = {}
+_TYPE_SETS: dict[frozenset[str], frozenset[str]] = {}
 
 
-def _types(joined: str) -> frozenset[str]:
-    """One frozenset per combination of types ("click,rating"): histories held in memory share them."""
-    found = _TYPE_SETS.get(joined)
-    if found is None:
-        found = _TYPE_SETS[joined] = frozenset(joined.split(","))
-    return found
+def interned_types(types: Iterable[str]) -> frozenset[str]:
+    """One frozenset per combination of types ({"click", "rating"}): histories held in memory share them."""
+    key = frozenset(types)
+    return _TYPE_SETS.setdefault(key, key)

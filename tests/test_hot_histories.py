@@ -53,6 +53,27 @@ def test_an_entry_older_than_its_age_limit_is_read_again() -> None:
     assert held.get("u1", 1) is None and len(held) == 0
 
 
+def test_logged_rows_merge_only_onto_the_generation_just_before() -> None:
+    held = HotHistories(100, 60)
+    held.put("u1", 3, time.monotonic(), USER, _history(3))  # i0 (ts 1000) .. i2 (ts 998)
+    assert held.logged("u1", 4, [("i2", "purchase", 2000.0), ("new", "view", 999.5)], limit=1000)
+    got = held.get("u1", 4)
+    assert got is not None
+    assert [(h.item_id, set(h.types), h.ts) for h in got[1]] == [
+        ("i2", {"click", "purchase"}, 2000.0), ("i0", {"click"}, 1000.0), ("new", {"view"}, 999.5),
+        ("i1", {"click"}, 999.0)]
+    assert not held.logged("u1", 6, [("x", "click", 3000.0)], limit=1000)  # 5 came from elsewhere
+    assert held.get("u1", 6) is None and len(held) == 0
+    held.put("u2", 1, time.monotonic(), USER, _history(3))
+    assert not held.logged("u2", 2, [("x", "click", 3000.0)], limit=3)  # at the read's limit: older items unknown
+    assert len(held) == 0
+    held.put("u3", 1, time.monotonic(), None, [])  # no row yet: LogInteractions creates one
+    assert not held.logged("u3", 2, [("x", "click", 3000.0)], limit=1000)
+    held.put("u4", 5, time.monotonic(), USER, _history(1))
+    held.put("u4", 4, time.monotonic(), USER, [])  # a read that began before the entry's update
+    assert held.get("u4", 5) is not None
+
+
 def test_least_recently_used_users_go_first_past_the_item_budget() -> None:
     held = HotHistories(10, 60)
     now = time.monotonic()
@@ -71,6 +92,60 @@ def test_least_recently_used_users_go_first_past_the_item_budget() -> None:
 
 
 # ---------------------------------------------------------------------------- the stack
+
+
+@pytest.mark.integration
+def test_a_logged_batch_merged_into_the_held_history_equals_a_fresh_read(stack: Settings) -> None:
+    """LogInteractions in this process: the stored rows merged into the held entry give what PostgreSQL
+    would: a repeat of a held item (types merged, moved up), new items, a past timestamp (in the middle),
+    one item twice in the batch."""
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    from orchestrator.hydrators import HISTORY_LIMIT
+    from storage import cache
+    from storage.interactions import user_and_history
+    from storage.users import upsert_user
+
+    user = f"hot-merge-{uuid.uuid4().hex[:6]}"
+
+    def click(item: str, kind: int = pb.CLICK, at: float | None = None) -> pb.Interaction:
+        msg = pb.Interaction(user_id=user, item_id=item, type=kind, event_id=uuid.uuid4().hex)
+        if at is not None:
+            msg.timestamp.CopyFrom(Timestamp(seconds=int(at)))
+        return msg
+
+    async def run() -> None:
+        pool = await async_pool(stack.database_url)
+        redis = Redis.from_url(stack.redis_url)
+        held = HotHistories(10_000, 60)
+        try:
+            async with pool.connection() as conn:
+                await upsert_user(conn, UserRecord(user, {"age": 30}, {}))
+            now = time.time()
+            first = [click("10", at=now - 3000), click("11", at=now - 2000), click("12", at=now - 1000)]
+            assert (await log_interactions(pool, redis, first, stack.cache_ttl_s)).accepted == 3
+            _, generation, _ = await cache.get(redis, user, "none")
+            read_at = time.monotonic()
+            async with pool.connection() as conn:
+                row, history = await user_and_history(conn, user, HISTORY_LIMIT)
+            held.put(user, generation, read_at, row, history)
+
+            batch = [click("10", pb.PURCHASE), click("13"), click("14", at=now - 1500), click("13", pb.LIKE)]
+            assert (await log_interactions(pool, redis, batch, stack.cache_ttl_s, histories=held)).accepted == 4
+            _, generation, _ = await cache.get(redis, user, "none")
+            merged = held.get(user, generation)
+            assert merged is not None, "the entry was dropped, not merged"
+            async with pool.connection() as conn:
+                fresh_row, fresh = await user_and_history(conn, user, HISTORY_LIMIT)
+            assert merged[1] == fresh
+            assert [h.item_id for h in fresh][:2] in (["10", "13"], ["13", "10"]) and fresh[-1].item_id == "11"
+            assert merged[0] is not None and fresh_row is not None
+            assert merged[0].demographics == fresh_row.demographics
+        finally:
+            await redis.aclose()
+            await pool.close()
+
+    asyncio.run(run())
 
 
 def _ids(api: pb_grpc.RecommenderStub, user: str) -> list[str]:
