@@ -3,7 +3,8 @@
 Loads from user_tower.pt alone, so a serving process needs nothing from training but
 the version folder. The forward pass runs in numpy on the tower's weights: for one
 user it is a few small matrix products, and numpy does them in ~40 us where torch's
-per-module dispatch costs ~10x that (tests check both give the same vector).
+per-module dispatch costs ~10x that (tests check both give the same vector). Retrieval and ranking
+both encode a request's user; co-located, the second finds the first's vector (`_RECENT`).
 """
 
 from __future__ import annotations
@@ -20,9 +21,12 @@ from scipy.special import erf
 from core.two_tower import ModelConfig, UserTower
 from core.vocab import Vocab
 
+RECENT_VECTORS = 64  # the last users' vectors, per process: a request encodes its user in retrieval and ranking
+_RECENT: dict[tuple, np.ndarray] = {}  # oldest first
+
 
 class UserEncoder:
-    def __init__(self, tower: UserTower, vocab: Vocab, history_len: int) -> None:
+    def __init__(self, tower: UserTower, vocab: Vocab, history_len: int, key: str = "") -> None:
         torch.set_num_threads(1)  # OpenMP spin-wait between torch and faiss threads costs tens of ms on 2 cores
         self.tower = tower.eval()
         self.vocab = vocab
@@ -34,6 +38,8 @@ class UserEncoder:
         self._demo_embs = [w[f"demographic_embs.{k}.weight"] for k in range(len(tower.demographic_embs))]
         self._w1, self._b1 = w["mlp.0.weight"].T.copy(), w["mlp.0.bias"]
         self._w2, self._b2 = w["mlp.2.weight"].T.copy(), w["mlp.2.bias"]
+        # encoders loaded from one file share their recent vectors (retrieval's and ranking's, co-located)
+        self._key = key or f"object-{id(self)}"
 
     @classmethod
     def load(cls, path: Path) -> UserEncoder:
@@ -41,7 +47,9 @@ class UserEncoder:
         config = ModelConfig(**blob["model_config"])
         tower = UserTower(config)
         tower.load_state_dict(blob["state_dict"])
-        return cls(tower, Vocab.from_dict(blob["vocab"]), config.history_len)
+        stat = Path(path).stat()
+        return cls(tower, Vocab.from_dict(blob["vocab"]), config.history_len,
+                   key=f"{Path(path).resolve()}:{stat.st_mtime_ns}:{stat.st_size}")
 
     @staticmethod
     def save(path: Path, tower: UserTower, config: ModelConfig, vocab: Vocab) -> None:
@@ -62,6 +70,19 @@ class UserEncoder:
         demographics = self.vocab.demographic_indices(attributes)
         if not items and not any(demographics):
             return None
+        key = (self._key, tuple(items), tuple(demographics))
+        found = _RECENT.get(key)
+        if found is None:
+            found = _RECENT[key] = self._forward(items, demographics)
+            found.setflags(write=False)  # shared: callers read it
+            if len(_RECENT) > RECENT_VECTORS:
+                try:
+                    del _RECENT[next(iter(_RECENT))]
+                except (KeyError, RuntimeError, StopIteration):  # another thread evicted (or added) meanwhile
+                    pass
+        return found
+
+    def _forward(self, items: list[int], demographics: list[int]) -> np.ndarray:
         n = len(items)
         if n:  # the tower's recency kernels: a softmax over the positions present
             logit = self._kernel_logit[:, :n]

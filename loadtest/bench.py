@@ -390,6 +390,13 @@ def markdown(report: dict) -> str:
                   *(f"| {r.deployment or '-'} | {r.scenario} | {r.concurrency} | "
                     + " | ".join(f"{r.cpu_ms_by_group.get(g, 0.0):.2f}" for g in groups) + " |"
                     for r in rows if r.scenario != "empty" and r.cpu_ms_by_group), ""]
+    held = {label: h for label, h in report["notes"].get("hot_histories", {}).items() if h.get("hits", 0)
+            + h.get("misses", 0)}
+    if held:
+        lines += ["Users' histories answered from memory (orchestrator/histories.py; the first orchestrator process's "
+                  "count) over the Recommend rows: " + "; ".join(
+                      f"{label}: {h['hits'] / (h['hits'] + h['misses']):.0%} of {h['hits'] + h['misses']:.0f} reads"
+                      for label, h in held.items()) + ".", ""]
     written = [writes.WriteRow(**w) for w in report["notes"].get("writes", [])]
     if written:
         lines += ["LogInteractions (loadtest/writes.py: bench users' clicks on random items, removed afterwards; "
@@ -531,12 +538,27 @@ def interleaved(settings: Settings, variants: list[tuple[str, Path, str, int]], 
 
         for r in range(rounds):
             asyncio.run(one_round(r))
+        held = {label: hot_histories(own) for label, own, _ in started}  # before the writes' users join
         written = [asyncio.run(write_rows(label, own, pids, calls)) for label, own, pids in started]
     order = {"empty": 0, "miss": 1, "hit": 2}
     rows = [summarize(_summed(parts), label) for (label, _s, _l), parts in
             sorted(runs.items(), key=lambda kv: (kv[0][0] != "", kv[0][0], order[kv[0][1]], kv[0][2]))]
     return rows, {"cache_hit_verified": bool(verified) and all(verified), "rounds": rounds,
-                  "writes": [asdict(w) for ws in written for w in ws]}
+                  "writes": [asdict(w) for ws in written for w in ws], "hot_histories": held}
+
+
+def hot_histories(own: Settings) -> dict[str, float]:
+    """The stack's recsys_hot_histories gauge (orchestrator/histories.py; its first process's, with several):
+    how many of the misses' user reads the held histories answered."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{own.orchestrator_metrics_addr}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    found = dict(re.findall(r'^recsys_hot_histories\{stat="(\w+)"\} ([0-9.e+]+)$', text, re.M))
+    return {k: float(v) for k, v in found.items()}
 
 
 async def write_rows(label: str, own: Settings, pids: dict[str, list[int]], calls: int) -> list[writes.WriteRow]:

@@ -22,6 +22,7 @@ from orchestrator.pipeline import StageRecord
 log = logging.getLogger(__name__)
 
 KEY = "recsys:stats"
+IDLE = ("off", "not_needed")  # outcomes of a component that did not run
 
 # The same numbers for Prometheus (core/metrics.py), per process.
 COMPONENT_SECONDS = Histogram(
@@ -45,6 +46,7 @@ class Stats:
         self.totals: Counter[str] = Counter()  # this process since start (what an exporter reads)
         self.outage = Outage(log, "stats flush to Redis (counts kept for the next try)", (RedisError,))
         self._children: dict[tuple, PromCounter | Histogram] = {}
+        self._names: dict[tuple[str, str, str], tuple] = {}
 
     def count(self, name: str, n: int = 1) -> None:
         self.pending[name] += n
@@ -70,20 +72,36 @@ class Stats:
 
     def stage(self, pipeline: str, record: StageRecord) -> None:
         """One component's run: `stage:<pipeline>:<component>:<outcome>` counts, candidates in and
-        out and latency sums per component."""
-        key = f"stage:{pipeline}:{record.stage}"
-        for name, n in ((f"{key}:{record.outcome}", 1), (f"{key}:in", record.candidates_in),
-                        (f"{key}:out", record.candidates_out)):
-            if n:
-                self.pending[name] += n
-                self.totals[name] += n
-        self.pending_ms[f"{key}:ms"] += record.latency_ms
-        self.totals[f"{key}:ms"] += record.latency_ms
-        self._child(COMPONENT_SECONDS, pipeline, record.stage, record.outcome).observe(record.latency_ms / 1000)
+        out and latency sums per component. A component that did not run (off, not needed) is counted,
+        without a latency (it has none) or candidates."""
+        names = self._names.get((pipeline, record.stage, record.outcome))
+        if names is None:
+            names = self._names[(pipeline, record.stage, record.outcome)] = self._stage_names(
+                pipeline, record.stage, record.outcome)
+        outcome, n_in, n_out, ms, seconds, cand_in, cand_out = names
+        self.pending[outcome] += 1
+        self.totals[outcome] += 1
+        if record.outcome in IDLE:
+            return
         if record.candidates_in:
-            self._child(COMPONENT_CANDIDATES, pipeline, record.stage, "in").inc(record.candidates_in)
+            self.pending[n_in] += record.candidates_in
+            self.totals[n_in] += record.candidates_in
+            cand_in.inc(record.candidates_in)
         if record.candidates_out:
-            self._child(COMPONENT_CANDIDATES, pipeline, record.stage, "out").inc(record.candidates_out)
+            self.pending[n_out] += record.candidates_out
+            self.totals[n_out] += record.candidates_out
+            cand_out.inc(record.candidates_out)
+        self.pending_ms[ms] += record.latency_ms
+        self.totals[ms] += record.latency_ms
+        seconds.observe(record.latency_ms / 1000)
+
+    def _stage_names(self, pipeline: str, stage: str, outcome: str) -> tuple:
+        """A stage's counter names and Prometheus children, made once per (pipeline, stage, outcome)."""
+        key = f"stage:{pipeline}:{stage}"
+        return (f"{key}:{outcome}", f"{key}:in", f"{key}:out", f"{key}:ms",
+                self._child(COMPONENT_SECONDS, pipeline, stage, outcome),
+                self._child(COMPONENT_CANDIDATES, pipeline, stage, "in"),
+                self._child(COMPONENT_CANDIDATES, pipeline, stage, "out"))
 
     def snapshot(self) -> dict[str, float]:
         return dict(self.totals)

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
-from core.artifacts import load_current, load_version
+from core.artifacts import USER_TOWER_FILE, load_current, load_version
+from core.user_encoder import UserEncoder
 from core.vocab import Vocab, demographic_token
 from storage.db import connect
 from training import movielens
@@ -233,6 +234,10 @@ def test_train_export_and_serve_round_trip(tmp_path: Path) -> None:
     assert np.allclose(scores[0], arts.item_embeddings[rows[0]] @ q, atol=1e-5)
     other = enc.encode(["i1", "i5"], {"age": "24", "gender": "M"})
     assert other is not None and not np.allclose(q, other)
+    # an encoder loaded again from the same file (ranking's, beside retrieval's) finds the vector made before
+    again = UserEncoder.load(version_dir / USER_TOWER_FILE)
+    assert again.encode(["i0", "i4", "nope"], {"age": "24", "gender": "M"}) is q
+    assert not q.flags.writeable
     assert enc.encode([], {"gender": "F"}) is not None  # attributes alone are enough
     assert enc.encode(["unknown"], {"planet": "mars", "gender": "?"}) is None
 
