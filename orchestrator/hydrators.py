@@ -13,8 +13,8 @@ HISTORY_LIMIT = 1000  # seen-filter horizon
 
 class UserHistory(QueryHydrator):
     """The user (demographics, preferences) and history (most recent first, with interaction types and
-    times) from PostgreSQL, or from this process's hot histories while the user's cache generation has
-    not moved (orchestrator/histories.py), and what the surface counts as seen. Fails open: a cold
+    times) from PostgreSQL, or from this process's hot histories while the user's history generation
+    has not moved (orchestrator/histories.py), and what the surface counts as seen. Fails open: a cold
     start, degraded."""
 
     name = "user"
