@@ -29,6 +29,7 @@ on their own.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -127,7 +128,7 @@ class RankerSignals:
             w = recency_weights(len(history), self.config.half_life)
             w_norm = w / w.sum()
             if self.ease is not None:
-                block = self.ease[np.ix_(history, c)]  # [H, C]
+                block = self.ease.take(history, axis=0).take(c, axis=1)  # [H, C]; np.ix_ costs 2.5x
                 out[:, COL["ease"]] = block.sum(axis=0)
                 out[:, COL["ease_recent"]] = np.where(known, w @ block, np.nan)
                 out[:, COL["ease_rank"]] = _rank(out[:, COL["ease_recent"]])
@@ -231,6 +232,7 @@ class _Csr:
         m.sort_indices()
         self.indptr, self.indices, self.data = m.indptr.astype(np.int64), m.indices, m.data
         self.n_cols = m.shape[1]
+        self._local = threading.local()  # rows_to's scratch, one per thread (training builds in threads)
 
     def positions(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Entry positions of the given rows and which of `rows` (0..len-1) each belongs to."""
@@ -249,16 +251,29 @@ class _Csr:
         """For weights over `rows`: [len(columns)], each column's sum of weights[i] * entry (row i, column)
         (columns may repeat). The entries are found once; the function applies any number of weightings."""
         pos, owner = self.positions(rows)
-        uniq, inverse = np.unique(columns, return_inverse=True)
-        cols = self.indices[pos]
-        at = np.minimum(np.searchsorted(uniq, cols), len(uniq) - 1)
-        hit = uniq[at] == cols
+        # each column's slot in a scratch array as long as a row (no sort of the columns, no search):
+        # slot[column] = the position of its last occurrence, -1 elsewhere, reset before returning
+        slot = self._slots()
+        slot[columns] = np.arange(len(columns))
+        try:
+            last = slot[columns]  # a repeated column reads its last occurrence's sum
+            at = slot[self.indices[pos]]
+        finally:
+            slot[columns] = -1
+        hit = at >= 0
         at, data, owner = at[hit], self.data[pos][hit], owner[hit]
 
         def apply(weights: np.ndarray) -> np.ndarray:
-            return np.bincount(at, weights=data * weights[owner], minlength=len(uniq))[inverse]
+            return np.bincount(at, weights=data * weights[owner], minlength=len(columns))[last]
 
         return apply
+
+    def _slots(self) -> np.ndarray:
+        """This thread's scratch array of n_cols slots, all -1 between calls."""
+        slots = getattr(self._local, "slots", None)
+        if slots is None:
+            slots = self._local.slots = np.full(self.n_cols, -1, dtype=np.int64)
+        return slots
 
     def weighted_sum(self, rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """[n_cols]: sum of weights[i] * row i."""

@@ -14,10 +14,12 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from core.artifacts import load_current
 from core.config import Settings
-from core.ranker_features import COL, FEATURES, RankerSignals, SignalConfig
+from core.ranker_features import COL, FEATURES, RankerSignals, SignalConfig, _Csr
 from protos import internal_pb2 as ipb
 from protos import internal_pb2_grpc as ipb_grpc
 from ranking import ranker as served
@@ -115,6 +117,24 @@ def test_features_on_a_hand_made_case() -> None:
     assert np.isnan(untimed[:, session]).all()
     rest = [i for i in range(len(FEATURES)) if i not in session]
     assert np.allclose(untimed[:, rest], x[:, rest], equal_nan=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 2**31), st.integers(1, 12), st.integers(1, 40))
+def test_rows_to_sums_what_the_dense_matrix_gives(seed: int, n_rows: int, n_columns: int) -> None:
+    """Co-visitation with the history: each candidate column's weighted sum over the history's rows, columns
+    repeated or not, against the dense product."""
+    rng = np.random.default_rng(seed)
+    m = sp.random(30, 30, density=0.2, format="csr", random_state=seed % 1000, dtype=np.float32)
+    csr = _Csr(m)
+    rows = rng.choice(30, min(n_rows, 30), replace=False)
+    columns = rng.integers(0, 30, n_columns)  # repeats likely
+    weights = rng.random(len(rows)).astype(np.float32)
+    want = weights @ m.toarray()[rows][:, columns]
+    apply = csr.rows_to(rows, columns)
+    assert np.allclose(apply(weights), want, atol=1e-5)
+    assert np.allclose(apply(weights * 2), 2 * want, atol=1e-5)
+    assert (csr._slots() == -1).all()  # the scratch is left clean
 
 
 def test_signals_save_and_load_round_trip(tmp_path: Path) -> None:
