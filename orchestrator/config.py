@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from core.config import ROOT
 from orchestrator import experiments, registry
 from orchestrator.source_config import DEFAULT_SOURCES, CandidateSource, parse_sources
 from storage.records import INTERACTION_TYPES
@@ -108,8 +109,18 @@ class OrchestratorConfig:
         return self.surfaces.get(name) or self.surfaces.get("default") or PipelineParams()
 
 
+SECTIONS = ("surface", "experiment")
+DEFAULT_PATH = ROOT / "config" / "recsys.toml"  # optional: absent, every surface uses the defaults
+
+
 def parse(data: dict[str, Any], source: str = "config") -> OrchestratorConfig:
+    unknown = [key for key in data if key not in SECTIONS]
+    if unknown:
+        raise ValueError(f"{source}: unknown section {unknown[0]!r}; the file holds [surface.<name>] tables "
+                         "and [[experiment]] entries")
     raw_surfaces = data.get("surface", {})
+    if not isinstance(raw_surfaces, dict) or not all(isinstance(v, dict) for v in raw_surfaces.values()):
+        raise ValueError(f"{source}: surface: each surface is a table, [surface.<name>]")
     base = PipelineParams().updated(raw_surfaces.get("default", {}), f"{source}: surface.default")
     surfaces = {"default": base}
     for name, values in raw_surfaces.items():
@@ -125,8 +136,17 @@ def parse(data: dict[str, Any], source: str = "config") -> OrchestratorConfig:
 
 
 def load(path: Path | None) -> OrchestratorConfig:
-    """The configuration in `path`; a missing file means all defaults."""
-    if path is None or not path.exists():
+    """The configuration in `path`: ValueError naming the file (and the key) when it cannot serve. The
+    default file may be absent (all defaults); another one named (RECSYS_CONFIG) must be there."""
+    if path is None or (not path.exists() and Path(path).absolute() == DEFAULT_PATH):
         return OrchestratorConfig()
-    with path.open("rb") as f:
-        return parse(tomllib.load(f), str(path))
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such configuration file") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot be read: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"{path}: not valid TOML: {exc}") from None
+    return parse(data, str(path))

@@ -24,6 +24,7 @@ from core.config import Settings
 if TYPE_CHECKING:
     import psycopg
 
+    from orchestrator.config import OrchestratorConfig
     from orchestrator.rate_limits import Limits
     from storage.api_keys import ApiKey
 
@@ -40,6 +41,8 @@ keys_app = typer.Typer(help="API keys of the public API (docs/security.md).", no
 app.add_typer(keys_app, name="keys")
 tls_app = typer.Typer(help="TLS certificates (docs/security.md).", no_args_is_help=True)
 app.add_typer(tls_app, name="tls")
+config_app = typer.Typer(help="The orchestrator's configuration file (RECSYS_CONFIG).", no_args_is_help=True)
+app.add_typer(config_app, name="config")
 
 
 def _from_env() -> Settings:
@@ -453,6 +456,27 @@ def keys_revoke(key_id: Annotated[str, typer.Argument(metavar="ID", help="The ke
 # ---------------------------------------------------------------------------- serve
 
 
+@config_app.command("check")
+def config_check(
+    path: Annotated[Path | None, typer.Argument(help="The file; default RECSYS_CONFIG or config/recsys.toml")] = None,
+) -> None:
+    """Load the configuration as the orchestrator does: the surfaces and experiments it holds, or what is wrong."""
+    checked = _checked_config(path or _from_env().config_path)
+    surfaces = ", ".join(sorted(checked.surfaces)) or "default (built in)"
+    n = len(checked.experiments.experiments)
+    typer.echo(f"ok: {path or _from_env().config_path}: surfaces {surfaces}; {n} experiment{'s' * (n != 1)}")
+
+
+def _checked_config(path: Path) -> OrchestratorConfig:
+    """orchestrator.config.load(path), or one line saying what is wrong and exit status 2."""
+    from orchestrator import config
+
+    try:
+        return config.load(path)
+    except ValueError as exc:
+        raise _fail(f"error: {exc}") from None
+
+
 @app.command()
 def serve(
     service: Annotated[str, typer.Argument(help="retrieval, ranking, orchestrator, worker, or all")],
@@ -466,6 +490,8 @@ def serve(
     from recsys import processes
 
     server_tls(_from_env())  # TLS settings that cannot work: one line, before anything starts
+    if service in ("all", "orchestrator"):
+        _checked_config(_from_env().config_path)  # a configuration mistake: one line, before anything starts
     settings = _settings()
     if service == "all":
         processes.start_all(settings)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from typer.testing import CliRunner
 
@@ -31,3 +33,36 @@ def test_serve_with_a_setting_that_is_not_one_says_which_in_one_line(
     result = CliRunner().invoke(app, ["serve", service])
     assert result.exit_code == 2
     assert result.output.strip().splitlines() == [f"error: {said}"]
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ("[surfce.home]\nmmr_lambda = 0.5\n", "unknown section 'surfce'"),
+    ("[surface.home]\nmax_per_category = \"4\"\n", "surface.home.max_per_category: must be an integer from 0 to 500"),
+    ("[surface.home\nmmr_lambda = 1\n", "not valid TOML: Expected ']'"),
+    ("[surface.home]\nmmr_lamda = 0.5\n", "surface.home: unknown setting 'mmr_lamda'"),
+    (None, "no such configuration file"),
+])
+def test_a_configuration_mistake_is_one_line_naming_the_file_and_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str | None, said: str,
+) -> None:
+    path = tmp_path / "recsys.toml"
+    if text is not None:
+        path.write_text(text)
+    checked = CliRunner().invoke(app, ["config", "check", str(path)])
+    assert checked.exit_code == 2
+    assert checked.output.strip().splitlines() == [checked.output.strip()]
+    assert checked.output.startswith(f"error: {path}: ") and said in checked.output, checked.output
+    # `serve all` says the same before it starts anything (no embedded server, no service)
+    monkeypatch.setenv("RECSYS_CONFIG", str(path))
+    monkeypatch.setenv("RECSYS_VAR_DIR", str(tmp_path / "var"))
+    served = CliRunner().invoke(app, ["serve", "all"])
+    assert served.exit_code == 2 and served.output == checked.output
+    assert not (tmp_path / "var").exists()
+
+
+def test_config_check_reports_what_a_good_file_holds() -> None:
+    from core.config import ROOT
+
+    result = CliRunner().invoke(app, ["config", "check", str(ROOT / "config" / "recsys.example.toml")])
+    assert result.exit_code == 0
+    assert "surfaces cart, default, home; 1 experiment" in result.output
