@@ -23,7 +23,7 @@ protos: $(PROTOS)
 
 data: setup
 	$(RECSYS) data fetch
-	$(RECSYS) data load
+	$(RECSYS) data load --mode upsert
 
 train: setup
 	$(RECSYS) train

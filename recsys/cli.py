@@ -86,11 +86,18 @@ def data_fetch() -> None:
 def data_load(
     path: Annotated[Path | None, typer.Option(help="A folder in the CSV/parquet format (docs/data-format.md); "
                                               "default: MovieLens-100K")] = None,
-    replace: Annotated[bool, typer.Option(help="Empty the tables first")] = False,
+    replace: Annotated[bool, typer.Option(help="Empty the tables first (--mode replace)")] = False,
+    mode: Annotated[str, typer.Option(help="insert: new ids only (an id already there fails the load); upsert: "
+                                      "add new, update changed, keep history; replace: empty the tables first")
+                    ] = "insert",
 ) -> None:
     """Load users, items and interactions into PostgreSQL (COPY)."""
+    from storage.bulk import MODES
+
+    if mode not in MODES:
+        raise _fail(f"error: --mode {mode!r}: use one of {', '.join(MODES)}")
     settings = _settings()
-    counts = _load(settings, path, replace)
+    counts = _load(settings, path, "replace" if replace else mode)
     _say(f"loaded {counts}")
 
 
@@ -112,13 +119,20 @@ def data_synthetic(
     _say(f"synthetic: {counts}")
 
 
-def _load(settings: Settings, path: Path | None, replace: bool) -> dict[str, int]:
+def _load(settings: Settings, path: Path | None, mode: str) -> dict[str, int]:
+    import psycopg
+
     from storage.bulk import load_frames
     from training import movielens
     from training.dataset import load_files
 
     dataset = load_files(path) if path else movielens.load(movielens.fetch(settings.data_dir))
-    return load_frames(settings.database_url, dataset.users, dataset.items, dataset.interactions, replace=replace)
+    try:
+        return load_frames(settings.database_url, dataset.users, dataset.items, dataset.interactions, mode=mode)
+    except psycopg.errors.UniqueViolation as exc:  # mode insert over rows already loaded
+        held = (exc.diag.message_detail or "").removeprefix("Key ").rstrip(".")
+        raise _fail(f"error: the database already holds {exc.diag.table_name or 'these'} rows ({held}): "
+                    "--mode upsert adds new rows and updates changed ones, --replace starts over") from None
 
 
 # ---------------------------------------------------------------------------- train
@@ -606,9 +620,9 @@ def demo(
     processes.stop_all(settings)  # a re-run replaces services started by an earlier demo
     if is_empty(settings.database_url):
         _say("loading MovieLens-100K into PostgreSQL ...")
-        _say(f"loaded {_load(settings, None, replace=False)}")
+        _say(f"loaded {_load(settings, None, 'insert')}")
     else:
-        _say("PostgreSQL already holds data: not reloading (use `recsys data load --replace`)")
+        _say("PostgreSQL already holds data: not reloading (`recsys data load --mode upsert` merges a dataset in)")
     _say("training the two-tower model and building the FAISS index ...")
     _train(settings)
     _say("materializing features into the Redis online store (Feast) ...")

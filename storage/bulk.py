@@ -45,36 +45,90 @@ def _interaction_rows(df: pd.DataFrame) -> Iterator[tuple]:
 
 def _copy(conn: psycopg.Connection, sql: str, rows: Iterable[tuple], total: int, label: str) -> None:
     with conn.cursor() as cur, cur.copy(sql) as copy:
-        for row in tqdm(rows, total=total, desc=label, unit="rows", miniters=_CHUNK, leave=False):
+        for row in tqdm(rows, total=total, desc=label, unit="rows", miniters=_CHUNK, leave=False, disable=None):
             copy.write_row(row)
+
+
+MODES = ("insert", "upsert", "replace")
+
+_USER_COLUMNS = "user_id, demographics, preferences"
+_ITEM_COLUMNS = "item_id, title, description, categories, brand, price, attributes, status"
+_INTERACTION_COLUMNS = "user_id, item_id, type, value, ts"
 
 
 def load_frames(
     database_url: str, users: pd.DataFrame, items: pd.DataFrame, interactions: pd.DataFrame,
-    replace: bool = False,
+    replace: bool = False, mode: str = "insert",
 ) -> dict[str, int]:
-    """Load users, items and interactions in one transaction; replace=True empties the tables first.
+    """Load users, items and interactions in one transaction; the rows each table took.
 
-    Without replace, rows whose ids already exist make the load fail (nothing is written).
+    mode "insert": only new ids (an id already there fails the whole load, nothing written);
+    "replace" (or replace=True): the tables emptied first, history, exposures and precomputed answers
+    with them; "upsert": new users and items added, changed ones updated (an item's updated_at moves, so
+    running services see it), interactions added unless the same (user, item, type, time) is there:
+    history and A/B data are kept, and loading the same files twice changes nothing.
     """
+    mode = "replace" if replace else mode
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
     with psycopg.connect(database_url) as conn:
-        if replace:
+        if mode == "replace":
             conn.execute(
                 "TRUNCATE interactions, exposures, precomputed_recommendations, items, users RESTART IDENTITY"
             )
-        _copy(conn, "COPY users (user_id, demographics, preferences) FROM STDIN", _user_rows(users),
-              len(users), "users")
-        _copy(conn, "COPY items (item_id, title, description, categories, brand, price, attributes, status) "
-              "FROM STDIN", _item_rows(items), len(items), "items")
-        _copy(conn, "COPY interactions (user_id, item_id, type, value, ts) FROM STDIN",
-              _interaction_rows(interactions), len(interactions), "interactions")
+        if mode == "upsert":
+            counts = _upsert(conn, users, items, interactions)
+        else:
+            _copy(conn, f"COPY users ({_USER_COLUMNS}) FROM STDIN", _user_rows(users), len(users), "users")
+            _copy(conn, f"COPY items ({_ITEM_COLUMNS}) FROM STDIN", _item_rows(items), len(items), "items")
+            _copy(conn, f"COPY interactions ({_INTERACTION_COLUMNS}) FROM STDIN",
+                  _interaction_rows(interactions), len(interactions), "interactions")
+            counts = {"users": len(users), "items": len(items), "interactions": len(interactions)}
         # Users' last activity follows from the log just loaded.
         conn.execute(
             "UPDATE users u SET last_active_at = m.ts FROM "
             "(SELECT user_id, max(ts) AS ts FROM interactions GROUP BY user_id) m WHERE u.user_id = m.user_id"
+            " AND u.last_active_at IS DISTINCT FROM m.ts"
         )
         conn.execute("ANALYZE users; ANALYZE items; ANALYZE interactions")
-    return {"users": len(users), "items": len(items), "interactions": len(interactions)}
+    return counts
+
+
+def _upsert(conn: psycopg.Connection, users: pd.DataFrame, items: pd.DataFrame,
+            interactions: pd.DataFrame) -> dict[str, int]:
+    """COPY into temporary tables, then merge: what was new, what changed, what was there already."""
+    for table in ("users", "items", "interactions"):
+        conn.execute(f"CREATE TEMP TABLE load_{table} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP")
+    _copy(conn, f"COPY load_users ({_USER_COLUMNS}) FROM STDIN", _user_rows(users), len(users), "users")
+    _copy(conn, f"COPY load_items ({_ITEM_COLUMNS}) FROM STDIN", _item_rows(items), len(items), "items")
+    _copy(conn, f"COPY load_interactions ({_INTERACTION_COLUMNS}) FROM STDIN", _interaction_rows(interactions),
+          len(interactions), "interactions")
+    counts: dict[str, int] = {}
+    merged = conn.execute(
+        f"""INSERT INTO users ({_USER_COLUMNS}) SELECT DISTINCT ON (user_id) {_USER_COLUMNS} FROM load_users
+            ON CONFLICT (user_id) DO UPDATE SET demographics = EXCLUDED.demographics,
+                                                preferences = EXCLUDED.preferences
+            WHERE (users.demographics, users.preferences) IS DISTINCT FROM (EXCLUDED.demographics, EXCLUDED.preferences)
+            RETURNING (xmax = 0) AS created""").fetchall()
+    counts["users_new"] = sum(1 for (created,) in merged if created)
+    counts["users_updated"] = len(merged) - counts["users_new"]
+    changed = ", ".join(f"{c} = EXCLUDED.{c}" for c in _ITEM_COLUMNS.split(", ")[1:])
+    merged = conn.execute(
+        f"""INSERT INTO items ({_ITEM_COLUMNS}) SELECT DISTINCT ON (item_id) {_ITEM_COLUMNS} FROM load_items
+            ON CONFLICT (item_id) DO UPDATE SET {changed}, updated_at = now()
+            WHERE ({', '.join(f'items.{c}' for c in _ITEM_COLUMNS.split(', ')[1:])})
+                  IS DISTINCT FROM ({', '.join(f'EXCLUDED.{c}' for c in _ITEM_COLUMNS.split(', ')[1:])})
+            RETURNING (xmax = 0) AS created""").fetchall()
+    counts["items_new"] = sum(1 for (created,) in merged if created)
+    counts["items_updated"] = len(merged) - counts["items_new"]
+    added = conn.execute(
+        f"""INSERT INTO interactions ({_INTERACTION_COLUMNS})
+            SELECT DISTINCT {_INTERACTION_COLUMNS} FROM load_interactions t
+            WHERE NOT EXISTS (SELECT 1 FROM interactions i WHERE i.user_id = t.user_id AND i.ts = t.ts
+                              AND i.item_id = t.item_id AND i.type = t.type)""")
+    counts["interactions_new"] = added.rowcount
+    counts["interactions_present"] = len(interactions) - added.rowcount  # there already (or twice in the files)
+    return counts
 
 
 def is_empty(database_url: str) -> bool:
