@@ -27,14 +27,14 @@ from orchestrator.interactions import log_interactions
 from orchestrator.rate_limits import RateLimiter, redis_client, scope_defaults
 from orchestrator.recommend import Recommender
 from orchestrator.stats import Stats
-from orchestrator.validation import check_batch, check_id
+from orchestrator.validation import check_batch, check_id, update_fields
 from protos import internal_pb2_grpc as ipb_grpc
 from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from storage import cache
 from storage.api_keys import ApiKey, find_key
-from storage.items import get_item, upsert_items
-from storage.users import get_user, upsert_user
+from storage.items import ITEM_FIELDS, get_item, upsert_items
+from storage.users import USER_FIELDS, get_user, upsert_user
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,9 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         if not request.HasField("user"):
             raise InvalidArgument("user", "is required")
         record = user_from_pb(request.user)
+        fields = update_fields(request.update_mask, USER_FIELDS, "the user")
         async with self.rec.pool.connection() as conn:
-            stored = user_to_pb(await upsert_user(conn, record))
+            stored = user_to_pb(await upsert_user(conn, record, fields))
         # the new demographics and preferences show in the next answer: this process's hot history goes,
         # and the generation bump makes the others' (and the cached answers) stale
         self.rec.histories.forget([record.user_id])
@@ -126,12 +127,13 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         self, request: pb.UpsertItemsRequest, context: grpc.aio.ServicerContext
     ) -> pb.UpsertItemsResponse:
         check_batch("items", len(request.items))
+        fields = update_fields(request.update_mask, ITEM_FIELDS, "item")
         records = [item_from_pb(it, f"items[{i}]") for i, it in enumerate(request.items)]
         ids = [r.item_id for r in records]
         if len(set(ids)) != len(ids):
             raise InvalidArgument("items", "holds the same item_id more than once")
         async with self.rec.pool.connection() as conn:
-            upserted, created = await upsert_items(conn, records)
+            upserted, created = await upsert_items(conn, records, fields)
         await self.rec.catalog.refresh()  # this replica sees the change at once (status, metadata)
         return pb.UpsertItemsResponse(upserted=upserted, created=created)
 

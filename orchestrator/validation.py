@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from google.protobuf import field_mask_pb2
+
 from core.errors import InvalidArgument
 from core.segments import parse_segment
 from core.validation import check_count, check_finite, check_id, check_name, check_string_map, shown
@@ -174,3 +176,15 @@ def trending_query(req: pb.TrendingRequest, config: OrchestratorConfig, remainin
         Trace(DEBUG_REMOVED_IDS if req.debug else 0), filters=req.filters, expression=expression, debug=req.debug,
         window=req.window, category=req.category, segment=segment, context=req.context, want=want, fill_target=want,
     )
+
+
+def update_fields(mask: field_mask_pb2.FieldMask, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    """The fields an update_mask names (all of `allowed` when it is empty); INVALID_ARGUMENT naming the path
+    that is not one of them."""
+    if not mask.paths:
+        return allowed
+    for i, path in enumerate(mask.paths):
+        if path not in allowed:
+            raise InvalidArgument(f"update_mask.paths[{i}]", f"{path!r} is not a field an update writes; "
+                                                             f"{what} fields are {', '.join(allowed)}")
+    return tuple(f for f in allowed if f in set(mask.paths))

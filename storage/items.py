@@ -23,18 +23,24 @@ async def existing_item_ids(conn: AsyncConnection, item_ids: list[str]) -> set[s
     return {r["item_id"] for r in await cur.fetchall()}
 
 
-async def upsert_items(conn: AsyncConnection, items: list[ItemRecord]) -> tuple[int, int]:
-    """Insert or update items in one transaction; returns (upserted, created)."""
+ITEM_FIELDS = ("title", "description", "categories", "brand", "price", "attributes", "status")
+
+
+async def upsert_items(conn: AsyncConnection, items: list[ItemRecord],
+                       fields: tuple[str, ...] = ITEM_FIELDS) -> tuple[int, int]:
+    """Insert or update items in one transaction; returns (upserted, created). An existing item gets only
+    `fields` written (a partial update); a new one every field of its record."""
+    unknown = set(fields) - set(ITEM_FIELDS)
+    if unknown or not fields:
+        raise ValueError(f"fields: {sorted(unknown) or 'none'}; the item fields are {', '.join(ITEM_FIELDS)}")
+    written = ", ".join(f"{f} = EXCLUDED.{f}" for f in ITEM_FIELDS if f in fields)
     created = 0
     async with conn.transaction():
         for it in items:
             cur = await conn.execute(
-                """INSERT INTO items (item_id, title, description, categories, brand, price, attributes, status)
+                f"""INSERT INTO items (item_id, title, description, categories, brand, price, attributes, status)
                    VALUES (%s, %s, %s, %s, %s, %s, %s, %s)
-                   ON CONFLICT (item_id) DO UPDATE SET
-                     title = EXCLUDED.title, description = EXCLUDED.description,
-                     categories = EXCLUDED.categories, brand = EXCLUDED.brand, price = EXCLUDED.price,
-                     attributes = EXCLUDED.attributes, status = EXCLUDED.status, updated_at = now()
+                   ON CONFLICT (item_id) DO UPDATE SET {written}, updated_at = now()
                    RETURNING (xmax = 0) AS inserted""",
                 (it.item_id, it.title, it.description, it.categories, it.brand, it.price,
                  Jsonb(it.attributes), it.status),

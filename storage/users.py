@@ -16,11 +16,18 @@ async def get_user(conn: AsyncConnection, user_id: str) -> UserRecord | None:
     return UserRecord(**row) if row else None
 
 
-async def upsert_user(conn: AsyncConnection, user: UserRecord) -> UserRecord:
+USER_FIELDS = ("demographics", "preferences")
+
+
+async def upsert_user(conn: AsyncConnection, user: UserRecord, fields: tuple[str, ...] = USER_FIELDS) -> UserRecord:
+    """Insert or update a user; an existing one gets only `fields` written (a partial update)."""
+    unknown = set(fields) - set(USER_FIELDS)
+    if unknown or not fields:
+        raise ValueError(f"fields: {sorted(unknown) or 'none'}; the user fields are {', '.join(USER_FIELDS)}")
+    written = ", ".join(f"{f} = EXCLUDED.{f}" for f in USER_FIELDS if f in fields)
     cur = await conn.execute(
         f"""INSERT INTO users (user_id, demographics, preferences) VALUES (%s, %s, %s)
-            ON CONFLICT (user_id) DO UPDATE
-            SET demographics = EXCLUDED.demographics, preferences = EXCLUDED.preferences
+            ON CONFLICT (user_id) DO UPDATE SET {written}
             RETURNING {_COLUMNS}""",
         (user.user_id, Jsonb(user.demographics), Jsonb(user.preferences)),
     )
