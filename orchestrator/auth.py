@@ -31,7 +31,7 @@ from protos import recsys_pb2
 from storage.api_keys import SCOPES, ApiKey
 
 SERVICE = "/" + recsys_pb2.DESCRIPTOR.services_by_name["Recommender"].full_name + "/"
-READ = ("Recommend", "SimilarItems", "Trending", "GetUser", "GetItem")
+READ = ("Recommend", "SimilarItems", "Trending", "GetUser", "GetItem", "ListItems")
 WRITE = ("LogInteractions", "UpsertUser", "UpsertItems")
 METHOD_SCOPE = {**{m: "read" for m in READ}, **{m: "write" for m in WRITE}}  # any other method: admin
 TTL_S = 1.0

@@ -63,6 +63,13 @@ def item_to_pb(it: ItemRecord) -> pb.Item:
     return msg
 
 
+def item_status(value: int, field: str = "status") -> str:
+    """The stored name of an ItemStatus; INVALID_ARGUMENT for a number that is none."""
+    if value not in _STATUS_TO_DB:
+        raise InvalidArgument(field, f"unknown status {value}")
+    return _STATUS_TO_DB[value]
+
+
 def item_from_pb(msg: pb.Item, field: str) -> ItemRecord:
     check_id(f"{field}.item_id", msg.item_id)
     if msg.status not in _STATUS_TO_DB:

@@ -17,13 +17,14 @@ from core.config import Settings
 from core.errors import InvalidArgument, NotFound
 from core.grpc_server import handles_errors, serve
 from core.service_auth import auth_on
-from orchestrator import config
+from orchestrator import config, paging
 from orchestrator.auth import api_key_interceptor
 from orchestrator.catalog import Catalog
-from orchestrator.convert import item_from_pb, item_to_pb, user_from_pb, user_to_pb
+from orchestrator.convert import item_from_pb, item_status, item_to_pb, user_from_pb, user_to_pb
 from orchestrator.dependencies import Breakers, GuardedPool, guarded_channel, guarded_pool, redis_breaker
 from orchestrator.exposures import ExposureLog
 from orchestrator.interactions import log_interactions
+from orchestrator.paging import page_size
 from orchestrator.rate_limits import RateLimiter, redis_client, scope_defaults
 from orchestrator.recommend import Recommender
 from orchestrator.stats import Stats
@@ -33,8 +34,8 @@ from protos import recsys_pb2 as pb
 from protos import recsys_pb2_grpc as pb_grpc
 from storage import cache
 from storage.api_keys import ApiKey, find_key
-from storage.items import ITEM_FIELDS, get_item, upsert_items
-from storage.users import USER_FIELDS, get_user, upsert_user
+from storage.items import ITEM_FIELDS, get_item, list_items, upsert_items
+from storage.users import USER_FIELDS, get_user, list_users, upsert_user
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,27 @@ class RecommenderServicer(pb_grpc.RecommenderServicer):
         if item is None:
             raise NotFound(f"item_id: no item {item_id!r}")
         return item_to_pb(item)
+
+    @handles_errors
+    async def ListItems(self, request: pb.ListItemsRequest, context: grpc.aio.ServicerContext) -> pb.ListItemsResponse:
+        size = page_size(request.page_size)
+        status = item_status(request.status) if request.status != pb.ITEM_STATUS_UNSPECIFIED else ""
+        start = paging.after(request.page_token, "items", status)
+        async with self.rec.pool.connection() as conn:
+            rows = await list_items(conn, start, size + 1, status or None)
+        more, rows = len(rows) > size, rows[:size]
+        return pb.ListItemsResponse(items=[item_to_pb(r) for r in rows],
+                                    next_page_token=paging.token("items", rows[-1].item_id, status) if more else "")
+
+    @handles_errors
+    async def ListUsers(self, request: pb.ListUsersRequest, context: grpc.aio.ServicerContext) -> pb.ListUsersResponse:
+        size = page_size(request.page_size)
+        start = paging.after(request.page_token, "users")
+        async with self.rec.pool.connection() as conn:
+            rows = await list_users(conn, start, size + 1)
+        more, rows = len(rows) > size, rows[:size]
+        return pb.ListUsersResponse(users=[user_to_pb(r) for r in rows],
+                                    next_page_token=paging.token("users", rows[-1].user_id) if more else "")
 
     @handles_errors
     async def UpsertItems(

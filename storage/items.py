@@ -57,3 +57,11 @@ async def items_changed_since(conn: AsyncConnection, since: datetime | None) -> 
     else:
         cur = await conn.execute(f"SELECT {_COLUMNS} FROM items WHERE updated_at > %s", (since,))
     return [ItemRecord(**r) for r in await cur.fetchall()]
+
+
+async def list_items(conn: AsyncConnection, after: str, limit: int, status: str | None = None) -> list[ItemRecord]:
+    """Up to `limit` items with item_id after `after` ("" = from the start), in item_id order."""
+    where = "item_id > %s" + (" AND status = %s" if status else "")
+    args: tuple = (after, status, limit) if status else (after, limit)
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM items WHERE {where} ORDER BY item_id LIMIT %s", args)
+    return [ItemRecord(**r) for r in await cur.fetchall()]

@@ -43,3 +43,10 @@ async def ensure_users(conn: AsyncConnection, user_ids: list[str]) -> None:
            ON CONFLICT (user_id) DO UPDATE SET last_active_at = now()""",
         (sorted(set(user_ids)),),
     )
+
+
+async def list_users(conn: AsyncConnection, after: str, limit: int) -> list[UserRecord]:
+    """Up to `limit` users with user_id after `after` ("" = from the start), in user_id order."""
+    cur = await conn.execute(f"SELECT {_COLUMNS} FROM users WHERE user_id > %s ORDER BY user_id LIMIT %s",
+                             (after, limit))
+    return [UserRecord(**r) for r in await cur.fetchall()]

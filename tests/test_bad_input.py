@@ -233,10 +233,20 @@ def _raw(channel: grpc.Channel, method: str) -> Callable[..., bytes]:
     return channel.unary_unary(method, request_serializer=None, response_deserializer=None)
 
 
+def _bad_utf8(request_type: str) -> bytes:
+    """Invalid UTF-8 in the request's first string field (a string field's bytes must be UTF-8; the same bytes
+    in a number's slot are an unknown field, which protobuf keeps)."""
+    fields = (pb.DESCRIPTOR.message_types_by_name.get(request_type)
+              or ipb.DESCRIPTOR.message_types_by_name.get(request_type))
+    number = next((f.number for f in fields.fields if f.type == f.TYPE_STRING), 1) if fields else 1
+    return bytes([number << 3 | 2]) + b"\x02\xff\xfe"
+
+
 def test_malformed_bytes_are_invalid_argument_on_every_server(channels: dict[str, grpc.Channel]) -> None:
     for service in channels:
-        for method in [*METHODS.get(service, {}), "/grpc.health.v1.Health/Check"]:
-            for raw in (b"\x80", b"\x0a\x02\xff\xfe", b"\xff" * 20):
+        methods = {**METHODS.get(service, {}), "/grpc.health.v1.Health/Check": "HealthCheckRequest"}
+        for method, request_type in methods.items():
+            for raw in (b"\x80", _bad_utf8(request_type), b"\xff" * 20):
                 code, details = _code(lambda raw=raw, method=method, service=service: _raw(
                     channels[service], method)(raw, timeout=10))
                 assert code == grpc.StatusCode.INVALID_ARGUMENT, (service, method, raw, code, details)

@@ -73,3 +73,46 @@ def test_a_preferences_only_update_keeps_the_demographics(api: pb_grpc.Recommend
     assert list(stored.preferences["preferred_categories"]) == ["Comedy"]
     got = api.GetUser(pb.GetUserRequest(user_id=user_id), timeout=10)
     assert dict(got.demographics) == {"age": 30, "gender": "F"}
+
+
+def test_list_pages_cover_everything_once(api: pb_grpc.RecommenderStub) -> None:
+    """ListItems and ListUsers page through every row once, in id order; a status filter holds across pages;
+    a token from elsewhere is INVALID_ARGUMENT."""
+    seen: list[str] = []
+    token = ""
+    while True:
+        page = api.ListItems(pb.ListItemsRequest(page_size=250, page_token=token), timeout=10)
+        seen += [i.item_id for i in page.items]
+        token = page.next_page_token
+        if not token:
+            break
+        assert len(page.items) == 250
+    assert len(seen) == len(set(seen)) and seen == sorted(seen) and len(seen) >= 1682
+    assert "1" in seen and api.ListItems(pb.ListItemsRequest(page_size=1), timeout=10).items[0].item_id == seen[0]
+
+    users: list[str] = []
+    token = ""
+    while True:
+        page = api.ListUsers(pb.ListUsersRequest(page_size=400, page_token=token), timeout=10)
+        users += [u.user_id for u in page.users]
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(users) == len(set(users)) and users == sorted(users) and len(users) >= 943
+
+    item_id = f"p-{uuid.uuid4().hex[:8]}"
+    api.UpsertItems(pb.UpsertItemsRequest(items=[pb.Item(item_id=item_id, title="Gone", status=pb.RETIRED)]),
+                    timeout=10)
+    retired = api.ListItems(pb.ListItemsRequest(status=pb.RETIRED, page_size=1000), timeout=10)
+    assert item_id in {i.item_id for i in retired.items} and all(i.status == pb.RETIRED for i in retired.items)
+
+    first = api.ListItems(pb.ListItemsRequest(page_size=2), timeout=10)
+    for request, field in ((pb.ListItemsRequest(page_token="not-a-token"), "page_token"),
+                           (pb.ListItemsRequest(page_token=first.next_page_token, status=pb.RETIRED), "page_token"),
+                           (pb.ListItemsRequest(page_size=1001), "page_size")):
+        with pytest.raises(grpc.RpcError) as err:
+            api.ListItems(request, timeout=10)
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and err.value.details().startswith(field)
+    with pytest.raises(grpc.RpcError) as err:
+        api.ListUsers(pb.ListUsersRequest(page_token=first.next_page_token), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "another list" in err.value.details()
