@@ -5,6 +5,8 @@ naming it; without a mask the item as sent replaces the stored one."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -75,29 +77,29 @@ def test_a_preferences_only_update_keeps_the_demographics(api: pb_grpc.Recommend
     assert dict(got.demographics) == {"age": 30, "gender": "F"}
 
 
+def _all_pages(call: Callable[[str], Any], field: str, size: int) -> list[str]:
+    """The ids of every page, following next_page_token; every page but the last is full."""
+    ids: list[str] = []
+    token = ""
+    while True:
+        page = call(token)
+        rows = getattr(page, field)
+        ids += [r.item_id if field == "items" else r.user_id for r in rows]
+        token = page.next_page_token
+        if not token:
+            return ids
+        assert len(rows) == size
+
+
 def test_list_pages_cover_everything_once(api: pb_grpc.RecommenderStub) -> None:
     """ListItems and ListUsers page through every row once, in id order; a status filter holds across pages;
     a token from elsewhere is INVALID_ARGUMENT."""
-    seen: list[str] = []
-    token = ""
-    while True:
-        page = api.ListItems(pb.ListItemsRequest(page_size=250, page_token=token), timeout=10)
-        seen += [i.item_id for i in page.items]
-        token = page.next_page_token
-        if not token:
-            break
-        assert len(page.items) == 250
+    seen = _all_pages(lambda token: api.ListItems(pb.ListItemsRequest(page_size=250, page_token=token), timeout=10),
+                      "items", 250)
     assert len(seen) == len(set(seen)) and seen == sorted(seen) and len(seen) >= 1682
     assert "1" in seen and api.ListItems(pb.ListItemsRequest(page_size=1), timeout=10).items[0].item_id == seen[0]
-
-    users: list[str] = []
-    token = ""
-    while True:
-        page = api.ListUsers(pb.ListUsersRequest(page_size=400, page_token=token), timeout=10)
-        users += [u.user_id for u in page.users]
-        token = page.next_page_token
-        if not token:
-            break
+    users = _all_pages(lambda token: api.ListUsers(pb.ListUsersRequest(page_size=400, page_token=token), timeout=10),
+                       "users", 400)
     assert len(users) == len(set(users)) and users == sorted(users) and len(users) >= 943
 
     item_id = f"p-{uuid.uuid4().hex[:8]}"
