@@ -84,7 +84,7 @@ class Settings:
     cache_ttl_s: int = 1800
     # Users' histories kept in each orchestrator process's memory (orchestrator/histories.py): at most this
     # many history items in all (0 = off), each user's read again after this many seconds (capped by the
-    # cache TTL) or once their cache generation moves (any accepted interaction).
+    # cache TTL) or once their history generation moves (an interaction logged elsewhere, UpsertUser).
     hot_history_items: int = 200_000
     hot_history_max_age_s: float = 60.0
     # Per-downstream-call timeouts (seconds), capped by the caller's deadline.

@@ -97,11 +97,7 @@ class HotHistories:
         held = self._entries.get(user_id)
         if held is not None and held.generation > generation:  # updated since this read began
             return
-        self._drop(user_id)
-        self._entries[user_id] = _Entry(generation, read_at, user, history)
-        self._size += len(history) + 1
-        while self._size > self.max_entries:
-            self._drop(next(iter(self._entries)))
+        self._hold(user_id, _Entry(generation, read_at, user, history))
 
     def logged(self, user_id: str, generation: int, rows: Iterable[tuple[str, str, float]], limit: int) -> bool:
         """Merge interactions (item id, type, unix seconds as stored) the user's history generation moved to
@@ -123,16 +119,20 @@ class HotHistories:
         history = [h for h in history if h.item_id not in changed]
         for item_id in changed:  # the read's order: latest time first, then item id
             bisect.insort(history, latest[item_id], key=_order)
-        self._drop(user_id)
-        self._entries[user_id] = _Entry(generation, held.read_at, held.user, history[:limit])
-        self._size += len(history[:limit]) + 1
-        while self._size > self.max_entries:
-            self._drop(next(iter(self._entries)))
+        self._hold(user_id, _Entry(generation, held.read_at, held.user, history[:limit]))
         return True
 
     def forget(self, user_ids: Iterable[str]) -> None:
         for user_id in user_ids:
             self._drop(user_id)
+
+    def _hold(self, user_id: str, entry: _Entry) -> None:
+        """Keep `entry` as the user's, most recently used; the least recently used go past the budget."""
+        self._drop(user_id)
+        self._entries[user_id] = entry
+        self._size += len(entry.history) + 1
+        while self._size > self.max_entries:
+            self._drop(next(iter(self._entries)))
 
     def _drop(self, user_id: str) -> None:
         entry = self._entries.pop(user_id, None)

@@ -1,8 +1,8 @@
 """The learned ranker's trees as served: LightGBM's model compiled to machine code by lleaves.
 
-LightGBM walks its trees in a generic interpreter: 200 candidates through 100 trees took 0.24-0.38 ms
-of a ~7 ms cache miss on this project's machine. lleaves (LLVM, through llvmlite) compiles the same
-model file into one function and gives the same scores (to 1e-15) in 0.03 ms (docs/benchmarks.md).
+LightGBM walks its trees in a generic interpreter: the 200-row feature matrices of real requests took
+1.18 ms through 100 trees on this project's machine. lleaves (LLVM, through llvmlite) compiles the same
+model file into one function and gives the same scores (to 1e-15) in 0.145 ms (docs/benchmarks.md).
 The compile runs where a version is loaded (off the request path) in about 0.6 s for 100 trees.
 
 After compiling, the compiled trees are checked against LightGBM's on a probe of rows made of the

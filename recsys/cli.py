@@ -475,10 +475,11 @@ def config_check(
     path: Annotated[Path | None, typer.Argument(help="The file; default RECSYS_CONFIG or config/recsys.toml")] = None,
 ) -> None:
     """Load the configuration as the orchestrator does: the surfaces and experiments it holds, or what is wrong."""
-    checked = _checked_config(path or _from_env().config_path)
+    path = path or _from_env().config_path
+    checked = _checked_config(path)
     surfaces = ", ".join(sorted(checked.surfaces)) or "default (built in)"
     n = len(checked.experiments.experiments)
-    typer.echo(f"ok: {path or _from_env().config_path}: surfaces {surfaces}; {n} experiment{'s' * (n != 1)}")
+    typer.echo(f"ok: {path}: surfaces {surfaces}; {n} experiment{'s' * (n != 1)}")
 
 
 def _checked_config(path: Path) -> OrchestratorConfig:

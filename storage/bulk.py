@@ -11,6 +11,9 @@ import pandas as pd
 import psycopg
 from tqdm import tqdm
 
+from storage.items import ITEM_FIELDS
+from storage.users import USER_FIELDS
+
 _CHUNK = 10_000
 
 
@@ -51,8 +54,8 @@ def _copy(conn: psycopg.Connection, sql: str, rows: Iterable[tuple], total: int,
 
 MODES = ("insert", "upsert", "replace")
 
-_USER_COLUMNS = "user_id, demographics, preferences"
-_ITEM_COLUMNS = "item_id, title, description, categories, brand, price, attributes, status"
+_USER_COLUMNS = ", ".join(("user_id", *USER_FIELDS))
+_ITEM_COLUMNS = ", ".join(("item_id", *ITEM_FIELDS))
 _INTERACTION_COLUMNS = "user_id, item_id, type, value, ts"
 
 
@@ -106,18 +109,13 @@ def _upsert(conn: psycopg.Connection, users: pd.DataFrame, items: pd.DataFrame,
     counts: dict[str, int] = {}
     merged = conn.execute(
         f"""INSERT INTO users ({_USER_COLUMNS}) SELECT DISTINCT ON (user_id) {_USER_COLUMNS} FROM load_users
-            ON CONFLICT (user_id) DO UPDATE SET demographics = EXCLUDED.demographics,
-                                                preferences = EXCLUDED.preferences
-            WHERE (users.demographics, users.preferences) IS DISTINCT FROM (EXCLUDED.demographics, EXCLUDED.preferences)
+            ON CONFLICT (user_id) DO UPDATE SET {_changed("users", USER_FIELDS)}
             RETURNING (xmax = 0) AS created""").fetchall()
     counts["users_new"] = sum(1 for (created,) in merged if created)
     counts["users_updated"] = len(merged) - counts["users_new"]
-    changed = ", ".join(f"{c} = EXCLUDED.{c}" for c in _ITEM_COLUMNS.split(", ")[1:])
     merged = conn.execute(
         f"""INSERT INTO items ({_ITEM_COLUMNS}) SELECT DISTINCT ON (item_id) {_ITEM_COLUMNS} FROM load_items
-            ON CONFLICT (item_id) DO UPDATE SET {changed}, updated_at = now()
-            WHERE ({', '.join(f'items.{c}' for c in _ITEM_COLUMNS.split(', ')[1:])})
-                  IS DISTINCT FROM ({', '.join(f'EXCLUDED.{c}' for c in _ITEM_COLUMNS.split(', ')[1:])})
+            ON CONFLICT (item_id) DO UPDATE SET {_changed("items", ITEM_FIELDS, ", updated_at = now()")}
             RETURNING (xmax = 0) AS created""").fetchall()
     counts["items_new"] = sum(1 for (created,) in merged if created)
     counts["items_updated"] = len(merged) - counts["items_new"]
@@ -129,6 +127,14 @@ def _upsert(conn: psycopg.Connection, users: pd.DataFrame, items: pd.DataFrame,
     counts["interactions_new"] = added.rowcount
     counts["interactions_present"] = len(interactions) - added.rowcount  # there already (or twice in the files)
     return counts
+
+
+def _changed(table: str, fields: tuple[str, ...], also: str = "") -> str:
+    """An ON CONFLICT update of `fields` (and `also`) for the rows whose fields differ: unchanged rows are not
+    rewritten (nor counted as updated)."""
+    return (", ".join(f"{f} = EXCLUDED.{f}" for f in fields) + also
+            + f" WHERE ({', '.join(f'{table}.{f}' for f in fields)})"
+            + f" IS DISTINCT FROM ({', '.join(f'EXCLUDED.{f}' for f in fields)})")
 
 
 def is_empty(database_url: str) -> bool:
